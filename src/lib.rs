@@ -1,6 +1,30 @@
+//! ferropool's native core, `ferropool._core`: a Rust thread pool that runs Python
+//! callables and an Executor / Future API compatible with `concurrent.futures`.
+//!
+//! - [`future`]: the future's state machine, and the stdlib's private protocol.
+//! - [`waiter`]: how blocked threads learn of completions; interruptible blocking.
+//! - [`wait`]: `wait` and `as_completed` over ferropool futures.
+//! - [`pool`]: the queue, the worker loop, `submit` and `shutdown`.
+//! - [`errors`]: the stdlib's exception classes and logger.
+
+pub mod errors;
+pub mod future;
+pub mod pool;
+pub mod wait;
+pub mod waiter;
+
 use pyo3::prelude::*;
+
 #[pymodule]
 mod _core {
     #[pymodule_export]
-    const X: i32 = 1;
+    use crate::future::{_register_future_class, FutureCore};
+    #[pymodule_export]
+    use crate::pool::{_mark_interpreter_shutdown, ThreadPoolCore, Worker};
+    #[pymodule_export]
+    use crate::wait::{_as_completed, _wait, AsCompleted};
+
+    #[allow(non_upper_case_globals)]
+    #[pymodule_export]
+    const __version__: &str = env!("CARGO_PKG_VERSION");
 }

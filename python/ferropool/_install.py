@@ -1,0 +1,29 @@
+"""`install()` / `uninstall()`: make `concurrent.futures` hand out ferropool executors."""
+
+from __future__ import annotations
+
+import concurrent.futures as _cf
+
+from ._thread import ThreadPoolExecutor
+
+__all__ = ["install", "uninstall"]
+
+_STDLIB = {"ThreadPoolExecutor": _cf.ThreadPoolExecutor}
+_OURS = {"ThreadPoolExecutor": ThreadPoolExecutor}
+
+
+def install() -> None:
+    """Make ``concurrent.futures.ThreadPoolExecutor`` be ferropool's.
+
+    Code that looks the name up after this call (``concurrent.futures.ThreadPoolExecutor(...)``,
+    asyncio's default executor, ``from concurrent.futures import ThreadPoolExecutor`` in a
+    module imported later) gets ferropool executors. Idempotent.
+    """
+    for name, executor_class in _OURS.items():
+        setattr(_cf, name, executor_class)
+
+
+def uninstall() -> None:
+    """Undo `install()`: ``concurrent.futures`` hands out its own executors again."""
+    for name, executor_class in _STDLIB.items():
+        setattr(_cf, name, executor_class)

@@ -1,0 +1,111 @@
+"""`ThreadPoolExecutor`: argument checks, thread start, and the exit and fork hooks.
+
+The queue, the worker loop, `submit` and the core of `shutdown` are in Rust
+(`ferropool._core.ThreadPoolExecutor`); this class adds what touches the `threading`
+module, the way `concurrent/futures/thread.py` does.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as _cf
+import os
+import threading
+import weakref
+
+from . import _core
+from ._future import Future  # noqa: F401  (registers the future class first)
+
+__all__ = ["ThreadPoolExecutor"]
+
+# Executors not yet garbage-collected, and the worker threads still running: the exit
+# hook closes the former and joins the latter, the fork hook resets the former.
+_live_executors: weakref.WeakSet = weakref.WeakSet()
+_worker_threads: weakref.WeakSet = weakref.WeakSet()
+
+
+def _default_max_workers() -> int:
+    cpu_count = getattr(os, "process_cpu_count", os.cpu_count)
+    return min(32, (cpu_count() or 1) + 4)
+
+
+def _start_worker(name, work):
+    thread = threading.Thread(name=name, target=work)
+    thread.start()
+    _worker_threads.add(thread)
+    return thread
+
+
+class ThreadPoolExecutor(_core.ThreadPoolExecutor, _cf.ThreadPoolExecutor):
+    """An Executor that runs calls on a pool of at most `max_workers` threads.
+
+    A drop-in for `concurrent.futures.ThreadPoolExecutor` (``isinstance`` holds) with
+    the same arguments, defaults, errors and behaviour at exit.
+    """
+
+    # Shared with the stdlib, so default thread names number on from its executors.
+    _counter = _cf.ThreadPoolExecutor._counter
+
+    def __init__(self, max_workers=None, thread_name_prefix="", initializer=None, initargs=()):
+        """Initializes a new ThreadPoolExecutor instance.
+
+        Args:
+            max_workers: The maximum number of threads that can be used to
+                execute the given calls.
+            thread_name_prefix: An optional name prefix to give our threads.
+            initializer: A callable used to initialize worker threads.
+            initargs: A tuple of arguments to pass to the initializer.
+        """
+        if max_workers is None:
+            max_workers = _default_max_workers()
+        if max_workers <= 0:
+            raise ValueError("max_workers must be greater than 0")
+        if initializer is not None and not callable(initializer):
+            raise TypeError("initializer must be a callable")
+        self._max_workers = max_workers
+        self._thread_name_prefix = thread_name_prefix or ("ThreadPoolExecutor-%d" % self._counter())
+        self._initializer = initializer
+        self._initargs = initargs
+        self._configure(
+            max_workers, self._thread_name_prefix, initializer, tuple(initargs), _start_worker
+        )
+        _live_executors.add(self)
+
+    def shutdown(self, wait=True, *, cancel_futures=False):
+        """Clean-up the resources associated with the Executor.
+
+        It is safe to call this method several times. Otherwise, no other methods can
+        be called after this one.
+
+        Args:
+            wait: If True then shutdown will not return until all running
+                futures have finished executing and the resources used by the
+                executor have been reclaimed.
+            cancel_futures: If True then shutdown will cancel all pending
+                futures. Futures that are completed or running will not be
+                cancelled.
+        """
+        threads = self._begin_shutdown(cancel_futures)
+        if wait:
+            for thread in threads:
+                thread.join()
+
+
+def _python_exit():
+    # Runs before the interpreter joins non-daemon threads and finalizes: workers must
+    # not try to run Python code during finalization.
+    _core._mark_interpreter_shutdown()
+    for executor in list(_live_executors):
+        executor._close()
+    for thread in list(_worker_threads):
+        thread.join()
+
+
+def _after_fork_in_child():
+    # The parent's workers do not exist in the child; pools start afresh, lazily.
+    _worker_threads.clear()
+    for executor in list(_live_executors):
+        executor._reset_after_fork()
+
+
+threading._register_atexit(_python_exit)
+os.register_at_fork(after_in_child=_after_fork_in_child)

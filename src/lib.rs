@@ -4,11 +4,13 @@
 //! - [`future`]: the future's state machine, and the stdlib's private protocol.
 //! - [`waiter`]: how blocked threads learn of completions; interruptible blocking.
 //! - [`wait`]: `wait` and `as_completed` over ferropool futures.
+//! - [`map`]: `Executor.map` as one shared batch per call.
 //! - [`pool`]: the queue, the worker loop, `submit` and `shutdown`.
 //! - [`errors`]: the stdlib's exception classes and logger.
 
 pub mod errors;
 pub mod future;
+pub mod map;
 pub mod pool;
 pub mod wait;
 pub mod waiter;
@@ -19,6 +21,8 @@ use pyo3::prelude::*;
 mod _core {
     #[pymodule_export]
     use crate::future::{_register_future_class, FutureCore};
+    #[pymodule_export]
+    use crate::map::MapIterator;
     #[pymodule_export]
     use crate::pool::{_mark_interpreter_shutdown, ThreadPoolCore, Worker};
     #[pymodule_export]

@@ -20,6 +20,8 @@ use pyo3::types::{PyDict, PySet, PyTuple};
 
 use crate::errors::{log_error, BrokenThreadPool};
 use crate::future::{new_future, FutureCore, Outcome};
+use crate::map::{Args, MapBatch, MapIterator};
+use crate::waiter::{spin_until, Deadline, SPIN_BEFORE_PARKING};
 
 /// Set by the exit hook: from then on no pool accepts work, as in the stdlib.
 static INTERPRETER_SHUTDOWN: AtomicBool = AtomicBool::new(false);
@@ -27,17 +29,65 @@ static INTERPRETER_SHUTDOWN: AtomicBool = AtomicBool::new(false);
 const BROKEN_BY_INITIALIZER: &str =
     "A thread initializer failed, the thread pool is not usable anymore";
 
-/// One call to run, with the future that reports it.
-pub(crate) struct Job {
+/// What the queue carries.
+pub(crate) enum Job {
+    /// One `submit`.
+    Call(Call),
+    /// A worker's share of a `map`: as many copies are queued as workers may help.
+    Map(Arc<MapBatch>),
+}
+
+impl Job {
+    fn run(self, py: Python<'_>) {
+        match self {
+            Job::Call(call) => call.run(py),
+            Job::Map(batch) => batch.run(py),
+        }
+    }
+
+    /// Fails the job's future(s) without running it (a broken pool).
+    fn fail(self, py: Python<'_>, error: PyErr) {
+        match self {
+            Job::Call(call) => {
+                let future = call.future.into_bound(py);
+                // A cancelled future stays cancelled.
+                let _ =
+                    FutureCore::finish(&future, Outcome::Error(error.into_value(py).into_any()));
+            }
+            Job::Map(batch) => batch.abort(py, Some(&error)),
+        }
+    }
+
+    /// Cancels the job's pending future(s) (`shutdown(cancel_futures=True)`), reporting
+    /// them to waiters at once.
+    fn cancel(self, py: Python<'_>) -> PyResult<()> {
+        match self {
+            Job::Call(call) => {
+                let future = call.future.bind(py);
+                if FutureCore::cancel_future(future)? {
+                    FutureCore::start_running(future)?;
+                }
+                Ok(())
+            }
+            Job::Map(batch) => {
+                batch.abort(py, None);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// One `submit`: the call and the future that reports it.
+pub(crate) struct Call {
     future: Py<FutureCore>,
     func: Py<PyAny>,
     args: Py<PyTuple>,
     kwargs: Option<Py<PyDict>>,
 }
 
-impl Job {
+impl Call {
     fn run(self, py: Python<'_>) {
-        let Job {
+        let Call {
             future,
             func,
             args,
@@ -63,13 +113,6 @@ impl Job {
             // this one reports it and keeps serving.
             log_error(py, "critical", "Exception in worker", &[], Some(&err));
         }
-    }
-
-    /// Fails the job's future without running it (a broken pool).
-    fn fail(self, py: Python<'_>, error: PyErr) {
-        let future = self.future.into_bound(py);
-        // A cancelled future stays cancelled.
-        let _ = FutureCore::finish(&future, Outcome::Error(error.into_value(py).into_any()));
     }
 }
 
@@ -314,18 +357,41 @@ impl ThreadPoolCore {
     ) -> PyResult<Bound<'py, FutureCore>> {
         let max_workers = self.shared.config()?.max_workers;
         let future = new_future(py)?;
-        let job = Job {
+        let job = Job::Call(Call {
             future: future.clone().unbind(),
             func: r#fn.unbind(),
             args: args.unbind(),
             kwargs: kwargs.map(Bound::unbind),
-        };
-        if let Admission::QueuedStartWorker(index, receiver) =
-            self.shared.enqueue(job, max_workers)?
-        {
-            self.shared.start_worker(py, index, receiver)?;
-        }
+        });
+        self.schedule(py, job, max_workers)?;
         Ok(future)
+    }
+
+    /// The core of `map(fn, *iterables, timeout=timeout)`: the inputs are collected at
+    /// once, as the stdlib does, and run as one batch; see `map.rs`.
+    #[pyo3(signature = (r#fn, iterables, timeout=None))]
+    fn _map(
+        &self,
+        py: Python<'_>,
+        r#fn: Bound<'_, PyAny>,
+        iterables: Bound<'_, PyTuple>,
+        timeout: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<MapIterator> {
+        let deadline = Deadline::from_timeout(timeout.as_ref())?;
+        let max_workers = self.shared.config()?.max_workers;
+        let inputs = collect_inputs(&iterables)?;
+        if inputs.is_empty() {
+            return Ok(MapIterator::new(None, deadline));
+        }
+        let helpers = max_workers.min(inputs.len());
+        let batch = Arc::new(MapBatch::new(r#fn.unbind(), inputs, helpers));
+        for _ in 0..helpers {
+            if let Err(err) = self.schedule(py, Job::Map(Arc::clone(&batch)), max_workers) {
+                batch.abort(py, None);
+                return Err(err);
+            }
+        }
+        Ok(MapIterator::new(Some(batch), deadline))
     }
 
     /// Stops taking work and returns the worker threads to join. With
@@ -334,10 +400,7 @@ impl ThreadPoolCore {
         let (sender, queued) = self.shared.close(true, cancel_futures);
         drop(sender);
         for job in queued {
-            let future = job.future.bind(py);
-            if FutureCore::cancel_future(future)? {
-                FutureCore::start_running(future)?;
-            }
+            job.cancel(py)?;
         }
         let state = self.shared.state.lock();
         Ok(state.threads.iter().map(|t| t.clone_ref(py)).collect())
@@ -404,6 +467,33 @@ impl Drop for ThreadPoolCore {
     }
 }
 
+impl ThreadPoolCore {
+    fn schedule(&self, py: Python<'_>, job: Job, max_workers: usize) -> PyResult<()> {
+        if let Admission::QueuedStartWorker(index, receiver) =
+            self.shared.enqueue(job, max_workers)?
+        {
+            self.shared.start_worker(py, index, receiver)?;
+        }
+        Ok(())
+    }
+}
+
+/// `zip(*iterables)`, without the tuples when there is only one iterable.
+fn collect_inputs(iterables: &Bound<'_, PyTuple>) -> PyResult<Vec<Args>> {
+    let py = iterables.py();
+    if iterables.len() == 1 {
+        return iterables
+            .get_item(0)?
+            .try_iter()?
+            .map(|item| Ok(Args::One(item?.unbind())))
+            .collect();
+    }
+    let zip = py.import("builtins")?.getattr("zip")?.call1(iterables)?;
+    zip.try_iter()?
+        .map(|args| Ok(Args::Many(args?.cast_into::<PyTuple>()?.unbind())))
+        .collect()
+}
+
 /// The body of one worker thread: `threading.Thread(target=worker)`.
 #[pyclass(frozen, module = "ferropool._core")]
 pub struct Worker {
@@ -429,7 +519,7 @@ impl Worker {
                 Err(TryRecvError::Disconnected) => break,
                 Err(TryRecvError::Empty) => {
                     self.shared.idle_workers.fetch_add(1, Ordering::AcqRel);
-                    match py.detach(|| self.receiver.recv()) {
+                    match py.detach(|| self.next_job_detached()) {
                         Ok(job) => job,
                         Err(_) => break,
                     }
@@ -438,6 +528,26 @@ impl Worker {
             job.run(py);
         }
         Ok(())
+    }
+}
+
+impl Worker {
+    /// Waits for work without the interpreter: polls briefly first, since on a busy
+    /// pool the next job typically arrives within microseconds, then parks.
+    fn next_job_detached(&self) -> Result<Job, crossbeam_channel::RecvError> {
+        let mut polled = None;
+        spin_until(SPIN_BEFORE_PARKING, || match self.receiver.try_recv() {
+            Ok(job) => {
+                polled = Some(Ok(job));
+                true
+            }
+            Err(TryRecvError::Disconnected) => {
+                polled = Some(Err(crossbeam_channel::RecvError));
+                true
+            }
+            Err(TryRecvError::Empty) => false,
+        });
+        polled.unwrap_or_else(|| self.receiver.recv())
     }
 }
 

@@ -104,6 +104,31 @@ impl Waiter {
     }
 }
 
+/// How long a thread that is about to block first polls, detached, for the event it
+/// waits for. On the latency path (one submit, then `result()`), the event usually comes
+/// within microseconds: polling saves two futex sleeps and wake-ups (SPEC P3).
+pub(crate) const SPIN_BEFORE_PARKING: Duration = Duration::from_micros(50);
+
+/// Polls `ready` for at most `limit`: a few busy iterations, then yielding the core.
+pub(crate) fn spin_until(limit: Duration, mut ready: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    let mut round = 0u32;
+    loop {
+        if ready() {
+            return true;
+        }
+        if round < 64 {
+            std::hint::spin_loop();
+        } else {
+            std::thread::yield_now();
+            if start.elapsed() >= limit {
+                return false;
+            }
+        }
+        round += 1;
+    }
+}
+
 /// A wait's end, from a Python `timeout` argument (`None` means forever).
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Deadline {
@@ -141,14 +166,20 @@ impl Deadline {
     }
 }
 
-/// The only way a user-facing call blocks: loops over short detached waits
-/// (`wait_slice(max)` returns true once the condition holds) and looks at pending
-/// signals between them, so Ctrl-C raises promptly on the main thread. Returns false if
-/// the deadline passed first.
+/// The only way a user-facing call blocks: after a short detached spin, loops over
+/// short detached waits (`wait_slice(max)` returns true once the condition holds) and
+/// looks at pending signals between them, so Ctrl-C raises promptly on the main thread.
+/// Returns false if the deadline passed first.
 pub(crate) fn block_until<F>(py: Python<'_>, deadline: Deadline, wait_slice: F) -> PyResult<bool>
 where
     F: Fn(Duration) -> bool + Sync,
 {
+    let may_spin = deadline
+        .remaining()
+        .is_none_or(|left| left >= SPIN_BEFORE_PARKING);
+    if may_spin && py.detach(|| spin_until(SPIN_BEFORE_PARKING, || wait_slice(Duration::ZERO))) {
+        return Ok(true);
+    }
     loop {
         let slice = match deadline.remaining() {
             None => SIGNAL_CHECK_INTERVAL,

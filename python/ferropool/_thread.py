@@ -7,9 +7,12 @@ module, the way `concurrent/futures/thread.py` does.
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures as _cf
+import itertools
 import os
 import threading
+import time
 import weakref
 
 from . import _core
@@ -70,6 +73,39 @@ class ThreadPoolExecutor(_core.ThreadPoolExecutor, _cf.ThreadPoolExecutor):
         )
         _live_executors.add(self)
 
+    def map(self, fn, *iterables, timeout=None, chunksize=1, buffersize=None):
+        """Returns an iterator equivalent to map(fn, iter).
+
+        Args:
+            fn: A callable that will take as many arguments as there are
+                passed iterables.
+            timeout: The maximum number of seconds to wait. If None, then there
+                is no limit on the wait time.
+            chunksize: Ignored, as by the stdlib's ThreadPoolExecutor: items are
+                handed to the workers in adaptive chunks anyway.
+            buffersize: The number of submitted tasks whose results have not
+                yet been yielded. If the buffer is full, iteration over the
+                iterables pauses until a result is yielded from the buffer.
+                If None, all input elements are eagerly collected (the
+                CPython 3.14 parameter, available on every version here).
+
+        Returns:
+            An iterator equivalent to: map(func, *iterables) but the calls may
+            be evaluated out-of-order.
+
+        Raises:
+            TimeoutError: If the entire result iterator could not be generated
+                before the given timeout.
+            Exception: If fn(*args) raises for any values.
+        """
+        if buffersize is not None and not isinstance(buffersize, int):
+            raise TypeError("buffersize must be an integer or None")
+        if buffersize is not None and buffersize < 1:
+            raise ValueError("buffersize must be None or > 0")
+        if buffersize is None:
+            return self._map(fn, iterables, timeout)
+        return _buffered_map(self, fn, iterables, timeout, buffersize)
+
     def shutdown(self, wait=True, *, cancel_futures=False):
         """Clean-up the resources associated with the Executor.
 
@@ -88,6 +124,48 @@ class ThreadPoolExecutor(_core.ThreadPoolExecutor, _cf.ThreadPoolExecutor):
         if wait:
             for thread in threads:
                 thread.join()
+
+
+def _result_or_cancel(future, timeout=None):
+    try:
+        try:
+            return future.result(timeout)
+        finally:
+            future.cancel()
+    finally:
+        # Break a reference cycle with the exception in future._exception
+        del future
+
+
+def _buffered_map(executor, fn, iterables, timeout, buffersize):
+    """`map(..., buffersize=N)` as CPython 3.14 defines it: at most N calls in flight,
+    the next input taken from the iterables each time a result is yielded."""
+    if timeout is not None:
+        end_time = timeout + time.monotonic()
+    zipped_iterables = zip(*iterables)
+    fs = collections.deque(
+        executor.submit(fn, *args) for args in itertools.islice(zipped_iterables, buffersize)
+    )
+    # The iterator must not keep the executor alive.
+    executor_weakref = weakref.ref(executor)
+    del executor
+
+    def result_iterator():
+        try:
+            fs.reverse()
+            while fs:
+                if (executor := executor_weakref()) and (args := next(zipped_iterables, None)):
+                    fs.appendleft(executor.submit(fn, *args))
+                del executor
+                if timeout is None:
+                    yield _result_or_cancel(fs.pop())
+                else:
+                    yield _result_or_cancel(fs.pop(), end_time - time.monotonic())
+        finally:
+            for future in fs:
+                future.cancel()
+
+    return result_iterator()
 
 
 def _python_exit():

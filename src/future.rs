@@ -186,7 +186,7 @@ pub(crate) fn _register_future_class(py: Python<'_>, cls: Bound<'_, PyType>) -> 
 /// of `submit`: `tp_new` alone, no argument parsing, no Python frame).
 pub(crate) fn new_future(py: Python<'_>) -> PyResult<Bound<'_, FutureCore>> {
     let Some(cls) = FUTURE_CLASS.get(py) else {
-        return Ok(Bound::new(py, FutureCore::new_pending())?);
+        return Bound::new(py, FutureCore::new_pending());
     };
     let cls = cls.bind(py);
     let empty = PyTuple::empty(py);

@@ -6,8 +6,10 @@
 //! - [`wait`]: `wait` and `as_completed` over ferropool futures.
 //! - [`map`]: `Executor.map` as one shared batch per call.
 //! - [`pool`]: the queue, the worker loop, `submit` and `shutdown`.
+//! - [`call`]: calling Python without a tuple where the interpreter allows it.
 //! - [`errors`]: the stdlib's exception classes and logger.
 
+pub mod call;
 pub mod errors;
 pub mod future;
 pub mod map;

@@ -15,12 +15,13 @@ use std::sync::{Arc, OnceLock};
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use parking_lot::{Mutex, MutexGuard};
 use pyo3::exceptions::PyRuntimeError;
+use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PySet, PyTuple};
+use pyo3::types::{PyDict, PyList, PySet, PyTuple};
 
 use crate::errors::{log_error, BrokenThreadPool};
 use crate::future::{new_future, FutureCore, Outcome};
-use crate::map::{Args, MapBatch, MapIterator};
+use crate::map::{Inputs, MapBatch, MapIterator};
 use crate::waiter::{spin_until, Deadline, SPIN_BEFORE_PARKING};
 
 /// Set by the exit hook: from then on no pool accepts work, as in the stdlib.
@@ -380,11 +381,14 @@ impl ThreadPoolCore {
         let deadline = Deadline::from_timeout(timeout.as_ref())?;
         let max_workers = self.shared.config()?.max_workers;
         let inputs = collect_inputs(&iterables)?;
-        if inputs.is_empty() {
+        let len = match &inputs {
+            Inputs::Items(list) | Inputs::ArgTuples(list) => list.bind(py).len(),
+        };
+        if len == 0 {
             return Ok(MapIterator::new(None, deadline));
         }
-        let helpers = max_workers.min(inputs.len());
-        let batch = Arc::new(MapBatch::new(r#fn.unbind(), inputs, helpers));
+        let helpers = max_workers.min(len);
+        let batch = Arc::new(MapBatch::new(py, r#fn.unbind(), inputs, helpers));
         for _ in 0..helpers {
             if let Err(err) = self.schedule(py, Job::Map(Arc::clone(&batch)), max_workers) {
                 batch.abort(py, None);
@@ -478,20 +482,22 @@ impl ThreadPoolCore {
     }
 }
 
-/// `zip(*iterables)`, without the tuples when there is only one iterable.
-fn collect_inputs(iterables: &Bound<'_, PyTuple>) -> PyResult<Vec<Args>> {
+/// `list(zip(*iterables))`, without the tuples when there is only one iterable.
+fn collect_inputs(iterables: &Bound<'_, PyTuple>) -> PyResult<Inputs> {
     let py = iterables.py();
+    let list = |iterable: Bound<'_, PyAny>| -> PyResult<Py<PyList>> {
+        // A copy even of a list: the caller may change theirs while the map runs.
+        // SAFETY: PySequence_List takes any iterable and returns a new list or NULL
+        // with an exception set.
+        let list =
+            unsafe { Bound::from_owned_ptr_or_err(py, ffi::PySequence_List(iterable.as_ptr()))? };
+        Ok(list.cast_into::<PyList>()?.unbind())
+    };
     if iterables.len() == 1 {
-        return iterables
-            .get_item(0)?
-            .try_iter()?
-            .map(|item| Ok(Args::One(item?.unbind())))
-            .collect();
+        return Ok(Inputs::Items(list(iterables.get_item(0)?)?));
     }
     let zip = py.import("builtins")?.getattr("zip")?.call1(iterables)?;
-    zip.try_iter()?
-        .map(|args| Ok(Args::Many(args?.cast_into::<PyTuple>()?.unbind())))
-        .collect()
+    Ok(Inputs::ArgTuples(list(zip)?))
 }
 
 /// The body of one worker thread: `threading.Thread(target=worker)`.

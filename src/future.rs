@@ -25,6 +25,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyList, PyTuple, PyType};
 use pyo3::{ffi, intern};
+use pyo3::{PyTraverseError, PyVisit};
 
 use crate::errors::{log_error, logger, CancelledError, InvalidStateError, TimeoutError};
 use crate::waiter::{block_until, Completion, Deadline, Waiter};
@@ -612,6 +613,40 @@ impl FutureCore {
             (State::Finished, Outcome::Empty) => format!("{head} returned NoneType>"),
             _ => format!("{head}>"),
         })
+    }
+
+    /// The objects a future holds, for the cyclic GC: a result, an exception (and its
+    /// traceback's frames) or a callback that refers back to the future forms a cycle.
+    /// A future whose lock is taken at this instant reports nothing, which only keeps
+    /// its referents alive one collection longer; traversal must never block.
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        let Some(inner) = self.inner.try_lock() else {
+            return Ok(());
+        };
+        if let Outcome::Value(object) | Outcome::Error(object) = &inner.outcome {
+            visit.call(object)?;
+        }
+        for callback in &inner.callbacks {
+            visit.call(callback)?;
+        }
+        if let Some(stdlib) = &inner.stdlib {
+            visit.call(&stdlib.condition)?;
+            visit.call(&stdlib.waiters)?;
+        }
+        Ok(())
+    }
+
+    fn __clear__(&self) {
+        let released = {
+            let mut inner = self.inner.lock();
+            (
+                std::mem::replace(&mut inner.outcome, Outcome::Empty),
+                std::mem::take(&mut inner.callbacks),
+                inner.stdlib.take(),
+            )
+        };
+        // Decrefs may run arbitrary Python code: only once the lock is released.
+        drop(released);
     }
 
     // The stdlib's private protocol, read by concurrent.futures.wait / as_completed.

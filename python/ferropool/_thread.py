@@ -10,7 +10,9 @@ from __future__ import annotations
 import collections
 import concurrent.futures as _cf
 import itertools
+import math
 import os
+import sys
 import threading
 import time
 import weakref
@@ -68,8 +70,11 @@ class ThreadPoolExecutor(_core.ThreadPoolExecutor, _cf.ThreadPoolExecutor):
         self._thread_name_prefix = thread_name_prefix or ("ThreadPoolExecutor-%d" % self._counter())
         self._initializer = initializer
         self._initargs = initargs
+        # The stdlib starts a thread while `started < max_workers`, which accepts any
+        # number (1.5 allows two threads): the Rust pool counts in whole threads.
+        thread_limit = min(math.ceil(max_workers), sys.maxsize)
         self._configure(
-            max_workers, self._thread_name_prefix, initializer, tuple(initargs), _start_worker
+            thread_limit, self._thread_name_prefix, initializer, tuple(initargs), _start_worker
         )
         _live_executors.add(self)
 

@@ -112,23 +112,12 @@ class ThreadPoolExecutor(_core.ThreadPoolExecutor, _cf.ThreadPoolExecutor):
         return _buffered_map(self, fn, iterables, timeout, buffersize)
 
     def shutdown(self, wait=True, *, cancel_futures=False):
-        """Clean-up the resources associated with the Executor.
-
-        It is safe to call this method several times. Otherwise, no other methods can
-        be called after this one.
-
-        Args:
-            wait: If True then shutdown will not return until all running
-                futures have finished executing and the resources used by the
-                executor have been reclaimed.
-            cancel_futures: If True then shutdown will cancel all pending
-                futures. Futures that are completed or running will not be
-                cancelled.
-        """
         threads = self._begin_shutdown(cancel_futures)
         if wait:
             for thread in threads:
                 thread.join()
+
+    shutdown.__doc__ = _cf.Executor.shutdown.__doc__
 
 
 def _result_or_cancel(future, timeout=None):

@@ -99,6 +99,18 @@ impl Outcome {
     }
 }
 
+/// What `FutureCore::try_start_running_detached` did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(not(unix), allow(dead_code))]
+pub(crate) enum DetachedStart {
+    /// PENDING to RUNNING: the call may be sent.
+    Started,
+    /// Cancelled before it started: acknowledge it with `start_running`, attached.
+    Cancelled,
+    /// Already running or done (completed by hand): the call must not run.
+    Unexpected,
+}
+
 /// The stdlib's synchronisation state, built the first time a stdlib function asks.
 #[derive(Debug)]
 struct StdlibProtocol {
@@ -391,6 +403,24 @@ impl FutureCore {
                 )?;
                 Err(PyRuntimeError::new_err("Future in unexpected state"))
             }
+        }
+    }
+
+    /// PENDING to RUNNING without the interpreter, for a dispatcher that runs detached
+    /// (the process pool's dispatcher). Entering RUNNING notifies nobody, not even the
+    /// stdlib protocol (see `start_running`), so the future's own lock is all it takes.
+    /// A cancelled future is left as it is: acknowledging the cancel wakes waiters, which
+    /// is `start_running`'s job, attached.
+    #[cfg_attr(not(unix), allow(dead_code))]
+    pub(crate) fn try_start_running_detached(&self) -> DetachedStart {
+        let mut inner = self.inner.lock();
+        match inner.state {
+            State::Pending => {
+                inner.state = State::Running;
+                DetachedStart::Started
+            }
+            State::Cancelled => DetachedStart::Cancelled,
+            _ => DetachedStart::Unexpected,
         }
     }
 

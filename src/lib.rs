@@ -6,6 +6,7 @@
 //! - [`wait`]: `wait` and `as_completed` over ferropool futures.
 //! - [`map`]: `Executor.map` as one shared batch per call.
 //! - [`pool`]: the queue, the worker loop, `submit` and `shutdown`.
+//! - [`process`]: the process pool: pipes to worker processes, a dispatcher, a completer.
 //! - [`call`]: calling Python without a tuple where the interpreter allows it.
 //! - [`errors`]: the stdlib's exception classes and logger.
 
@@ -14,6 +15,8 @@ pub mod errors;
 pub mod future;
 pub mod map;
 pub mod pool;
+#[cfg(unix)]
+pub mod process;
 pub mod wait;
 pub mod waiter;
 
@@ -27,6 +30,12 @@ mod _core {
     use crate::map::MapIterator;
     #[pymodule_export]
     use crate::pool::{_mark_interpreter_shutdown, ThreadPoolCore, Worker};
+    #[cfg(unix)]
+    #[pymodule_export]
+    use crate::process::{
+        _process_after_fork_in_child, _process_python_exit, _register_fork_fd, _unregister_fork_fd,
+        Completer, ProcessPoolCore,
+    };
     #[pymodule_export]
     use crate::wait::{_as_completed, _wait, AsCompleted};
 

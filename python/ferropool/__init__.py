@@ -19,11 +19,13 @@ from concurrent.futures import (
     InvalidStateError,
     TimeoutError,
 )
+from concurrent.futures.process import BrokenProcessPool
 from concurrent.futures.thread import BrokenThreadPool
 
 from ._core import __version__
 from ._future import Future, as_completed, wait
 from ._install import install, uninstall
+from ._process import ProcessPoolExecutor
 from ._thread import ThreadPoolExecutor
 
 __all__ = [
@@ -31,11 +33,13 @@ __all__ = [
     "FIRST_COMPLETED",
     "FIRST_EXCEPTION",
     "BrokenExecutor",
+    "BrokenProcessPool",
     "BrokenThreadPool",
     "CancelledError",
     "Executor",
     "Future",
     "InvalidStateError",
+    "ProcessPoolExecutor",
     "ThreadPoolExecutor",
     "TimeoutError",
     "__version__",

@@ -88,6 +88,45 @@ class Worker:
 
     def __call__(self) -> None: ...
 
+class ProcessPoolExecutor:
+    """The queue, the pipes and the pool's threads; base of ``ferropool.ProcessPoolExecutor``."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> ProcessPoolExecutor: ...
+    def _configure(
+        self,
+        *,
+        max_workers: int,
+        fork: bool,
+        max_tasks: int | None,
+        mp_context: Any,
+        init: Any,
+        spawn_worker: Callable[[Any, Any, int | None], tuple[Any, int, int, int, int]],
+        start_thread: Callable[[str, Completer], Any],
+        dumps_fallback: Callable[[Any, BaseException | None], Any],
+        main_by_value: bool,
+        name: str,
+    ) -> None: ...
+    def submit(self, fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> Future[_T]:
+        """Schedule `fn(*args, **kwargs)` in a worker process and return a Future for it.
+
+        The call is pickled here; one that does not pickle fails its own future (with
+        the traceback as ``__cause__``). RuntimeError after shutdown (or interpreter
+        exit); BrokenProcessPool once a worker died or an initializer failed.
+        """
+    def _begin_shutdown(self, cancel_futures: bool) -> None: ...
+    def _join(self) -> None: ...
+    @property
+    def _processes(self) -> dict[int, Any]: ...
+    @property
+    def _shutdown_thread(self) -> bool: ...
+    @property
+    def _broken(self) -> str | bool: ...
+
+class Completer:
+    """The body of a process pool's completer thread (the target of its ``threading.Thread``)."""
+
+    def __call__(self) -> None: ...
+
 class AsCompleted(Iterator[Future[Any]]):
     """The iterator returned by ``as_completed`` over ferropool futures."""
 
@@ -101,3 +140,7 @@ def _wait(
     futures: list[Future[Any]], timeout: float | None, return_when: str
 ) -> DoneAndNotDoneFutures[Any]: ...
 def _as_completed(futures: list[Future[Any]], timeout: float | None) -> AsCompleted: ...
+def _process_python_exit() -> None: ...
+def _process_after_fork_in_child() -> None: ...
+def _register_fork_fd(fd: int) -> None: ...
+def _unregister_fork_fd(fd: int) -> None: ...

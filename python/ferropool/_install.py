@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import concurrent.futures as _cf
 
+from ._process import ProcessPoolExecutor
 from ._thread import ThreadPoolExecutor
 
 __all__ = ["install", "uninstall"]
 
-_STDLIB = {"ThreadPoolExecutor": _cf.ThreadPoolExecutor}
-_OURS = {"ThreadPoolExecutor": ThreadPoolExecutor}
+_STDLIB = {
+    "ThreadPoolExecutor": _cf.ThreadPoolExecutor,
+    "ProcessPoolExecutor": _cf.ProcessPoolExecutor,
+}
+_OURS = {
+    "ThreadPoolExecutor": ThreadPoolExecutor,
+    "ProcessPoolExecutor": ProcessPoolExecutor,
+}
 
 
 def install() -> None:
-    """Make ``concurrent.futures.ThreadPoolExecutor`` be ferropool's.
+    """Make ``concurrent.futures.ThreadPoolExecutor`` and ``ProcessPoolExecutor`` be ferropool's.
 
     Code that looks the name up after this call (``concurrent.futures.ThreadPoolExecutor(...)``,
     asyncio's default executor, ``from concurrent.futures import ThreadPoolExecutor`` in a

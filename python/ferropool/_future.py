@@ -24,6 +24,18 @@ class Future(_core.Future, _cf.Future):
 _core._register_future_class(Future)
 
 
+def _result_or_cancel(future, timeout=None):
+    """`future.result(timeout)`, cancelling the future if that raises (for `map`)."""
+    try:
+        try:
+            return future.result(timeout)
+        finally:
+            future.cancel()
+    finally:
+        # Break a reference cycle with the exception in future._exception
+        del future
+
+
 def _all_ours(fs):
     return all(isinstance(f, _core.Future) for f in fs)
 

@@ -30,7 +30,7 @@ except ImportError:  # not on Windows
 from concurrent.futures.process import BrokenProcessPool, _RemoteTraceback
 
 from . import _core, _process_worker
-from ._future import Future  # noqa: F401  (registers the future class first)
+from ._future import Future, _result_or_cancel  # noqa: F401  (Future: registers the class first)
 
 __all__ = ["BrokenProcessPool", "ProcessPoolExecutor"]
 
@@ -176,17 +176,6 @@ def _batched_fallback(iterable, n):
     iterator = iter(iterable)
     while chunk := tuple(itertools.islice(iterator, n)):
         yield chunk
-
-
-def _result_or_cancel(fut, timeout=None):
-    try:
-        try:
-            return fut.result(timeout)
-        finally:
-            fut.cancel()
-    finally:
-        # Break a reference cycle with the exception in the future.
-        del fut
 
 
 _BASES = (_core.ProcessPoolExecutor, _cf.ProcessPoolExecutor) if _NATIVE else (_cf.Executor,)
@@ -371,22 +360,11 @@ class ProcessPoolExecutor(*_BASES):
         return result_iterator()
 
     def shutdown(self, wait=True, *, cancel_futures=False):
-        """Clean-up the resources associated with the Executor.
-
-        It is safe to call this method several times. Otherwise, no other methods can
-        be called after this one.
-
-        Args:
-            wait: If True then shutdown will not return until all running
-                futures have finished executing and the resources used by the
-                executor have been reclaimed.
-            cancel_futures: If True then shutdown will cancel all pending
-                futures. Futures that are completed or running will not be
-                cancelled.
-        """
         self._begin_shutdown(cancel_futures)
         if wait:
             self._join()
+
+    shutdown.__doc__ = _cf.Executor.shutdown.__doc__
 
 
 def _python_exit():

@@ -18,7 +18,7 @@ import time
 import weakref
 
 from . import _core
-from ._future import Future  # noqa: F401  (registers the future class first)
+from ._future import Future, _result_or_cancel  # noqa: F401  (Future: registers the class first)
 
 __all__ = ["ThreadPoolExecutor"]
 
@@ -118,17 +118,6 @@ class ThreadPoolExecutor(_core.ThreadPoolExecutor, _cf.ThreadPoolExecutor):
                 thread.join()
 
     shutdown.__doc__ = _cf.Executor.shutdown.__doc__
-
-
-def _result_or_cancel(future, timeout=None):
-    try:
-        try:
-            return future.result(timeout)
-        finally:
-            future.cancel()
-    finally:
-        # Break a reference cycle with the exception in future._exception
-        del future
 
 
 def _buffered_map(executor, fn, iterables, timeout, buffersize):

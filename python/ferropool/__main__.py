@@ -11,9 +11,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import __version__, _showcase
+from . import __version__, _bench, _showcase
 
-_COMMANDS = {"showcase": _showcase}
+_COMMANDS = {"showcase": _showcase, "bench": _bench}
 _DEFAULT = "showcase"
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import concurrent.futures as cf
 import threading
 
+import pytest
+
 import ferropool
 from conftest import SHORT, STDLIB_TPE, wait_until
 
@@ -85,3 +87,13 @@ def later(delay, func, *args):
     timer.daemon = True
     timer.start()
     return timer
+
+
+@pytest.fixture
+def maker():
+    """A Maker whose executors are shut down after the test."""
+    m = Maker()
+    try:
+        yield m
+    finally:
+        m.close()

@@ -12,7 +12,7 @@ import pytest
 
 import ferropool
 from conftest import SHORT, assert_same_outcome
-from futures_helpers import KINDS, Maker, later
+from futures_helpers import KINDS, later, maker  # noqa: F401  (maker: a fixture)
 
 AS_COMPLETEDS = {
     "ferropool.as_completed": ferropool.as_completed,
@@ -20,15 +20,6 @@ AS_COMPLETEDS = {
 }
 
 pytestmark = pytest.mark.timeout(20)
-
-
-@pytest.fixture
-def maker():
-    m = Maker()
-    try:
-        yield m
-    finally:
-        m.close()
 
 
 @pytest.fixture(params=list(AS_COMPLETEDS), ids=list(AS_COMPLETEDS))

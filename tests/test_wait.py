@@ -11,21 +11,12 @@ import pytest
 
 import ferropool
 from conftest import SHORT, STDLIB_TPE, assert_same_outcome
-from futures_helpers import KINDS, Maker, later
+from futures_helpers import KINDS, later, maker  # noqa: F401  (maker: a fixture)
 
 WAITS = {"ferropool.wait": ferropool.wait, "stdlib.wait": cf.wait}
 RETURN_WHENS = [cf.ALL_COMPLETED, cf.FIRST_COMPLETED, cf.FIRST_EXCEPTION]
 
 pytestmark = pytest.mark.timeout(20)
-
-
-@pytest.fixture
-def maker():
-    m = Maker()
-    try:
-        yield m
-    finally:
-        m.close()
 
 
 @pytest.fixture(params=list(WAITS), ids=list(WAITS))

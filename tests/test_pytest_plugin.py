@@ -381,6 +381,35 @@ def test_bad_ini_values_are_usage_errors(suite, ini, message):
     result.stderr.fnmatch_lines([message])
 
 
+@pytest.mark.parametrize("flag", [[], ["--ferropool"]], ids=["plain", "flag"])
+def test_ferropool_imported_before_pytest_starts(pytester, flag):
+    # A runner script that imports ferropool, then calls pytest.main(): pytest marks the
+    # packages of plugin distributions for assertion rewriting, and warns (an error here)
+    # about one imported too early, unless its docstring opts out.
+    pytester.makeini("[pytest]\nfilterwarnings = error\n")
+    pytester.makepyfile(
+        """
+        import concurrent.futures
+
+        def test_pool():
+            with concurrent.futures.ThreadPoolExecutor(2) as ex:
+                assert ex.submit(abs, -1).result(timeout=30) == 1
+        """
+    )
+    runner = pytester.makefile(
+        ".txt",
+        runner=f"""
+        import sys
+        import ferropool
+        import pytest
+        sys.exit(pytest.main(["-p", "no:cacheprovider", *{flag!r}]))
+        """,
+    )
+    result = pytester.run(sys.executable, str(runner), timeout=RUN_TIMEOUT)
+    assert result.ret == 0, "\n".join(result.outlines + result.errlines)
+    result.stdout.fnmatch_lines(["*1 passed*"])
+
+
 def test_uninstalled_at_the_end(pytester):
     pytester.makepyfile(
         """
@@ -416,12 +445,14 @@ def test_leaked_work_fails_the_test_instead_of_hanging(pytester, flag):
         [
             "*ERROR at teardown of test_leaves_a_process_running*",
             "process_pool: work still running 0.5 s after "
-            "test_leak.py::test_leaves_a_process_running ended (calls not started yet were cancelled):",
+            "test_leak.py::test_leaves_a_process_running ended "
+            "(calls not started yet were cancelled):",
             "  time.sleep(300)",
             "The worker processes were killed.",
             "*ERROR at teardown of test_leaves_a_thread_running*",
             "thread_pool: work still running 0.5 s after "
-            "test_leak.py::test_leaves_a_thread_running ended (calls not started yet were cancelled):",
+            "test_leak.py::test_leaves_a_thread_running ended "
+            "(calls not started yet were cancelled):",
             "  test_leak.wait_for_release(<threading.Event*)",
             "  in thread 'ThreadPoolExecutor-*_0':",
             '*File "*test_leak.py", line *, in wait_for_release',

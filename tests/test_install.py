@@ -44,6 +44,25 @@ def test_install_swaps_the_package_attribute():
     assert concurrent.futures.ThreadPoolExecutor is STDLIB_TPE
 
 
+@pytest.mark.parametrize(
+    "threads, processes", [(True, False), (False, True), (False, False), (True, True)]
+)
+def test_install_one_pool_only(threads, processes):
+    stdlib_processes = concurrent.futures.process.ProcessPoolExecutor
+    ferropool.install(threads=threads, processes=processes)
+    assert (concurrent.futures.ThreadPoolExecutor is ferropool.ThreadPoolExecutor) is threads
+    assert (concurrent.futures.ProcessPoolExecutor is ferropool.ProcessPoolExecutor) is processes
+    ferropool.uninstall()
+    assert concurrent.futures.ThreadPoolExecutor is STDLIB_TPE
+    assert concurrent.futures.ProcessPoolExecutor is stdlib_processes
+
+
+def test_install_keywords_only():
+    with pytest.raises(TypeError):
+        ferropool.install(True)
+    assert concurrent.futures.ThreadPoolExecutor is STDLIB_TPE
+
+
 def test_third_party_code_gets_ferropool_after_install():
     ex_type, fut_type, value = third_party_code()
     assert ex_type is STDLIB_TPE

@@ -7,6 +7,9 @@ Change one import line::
 or call `ferropool.install()` so that code building its own `concurrent.futures`
 executors gets ferropool's. Exceptions and constants are the stdlib's own objects, so
 existing ``except`` clauses keep working.
+
+PYTEST_DONT_REWRITE: the package ships a pytest plugin, so pytest would assert-rewrite it,
+and warn when it was imported before pytest started; this marker tells pytest not to.
 """
 
 from concurrent.futures import (

@@ -19,15 +19,20 @@ _OURS = {
 }
 
 
-def install() -> None:
+def install(*, threads: bool = True, processes: bool = True) -> None:
     """Make ``concurrent.futures.ThreadPoolExecutor`` and ``ProcessPoolExecutor`` be ferropool's.
 
     Code that looks the name up after this call (``concurrent.futures.ThreadPoolExecutor(...)``,
     asyncio's default executor, ``from concurrent.futures import ThreadPoolExecutor`` in a
     module imported later) gets ferropool executors. Idempotent.
+
+    ``threads=False`` leaves ``ThreadPoolExecutor`` as it is, ``processes=False`` leaves
+    ``ProcessPoolExecutor`` as it is.
     """
+    chosen = {"ThreadPoolExecutor": threads, "ProcessPoolExecutor": processes}
     for name, executor_class in _OURS.items():
-        setattr(_cf, name, executor_class)
+        if chosen[name]:
+            setattr(_cf, name, executor_class)
 
 
 def uninstall() -> None:

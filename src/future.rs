@@ -424,6 +424,21 @@ impl FutureCore {
         }
     }
 
+    /// RUNNING back to PENDING, without the interpreter: a process-pool worker handed
+    /// the call back unstarted, so it may be cancelled again. Entering and leaving
+    /// RUNNING notify nobody (see `start_running`). False if the future is not RUNNING
+    /// (completed by hand meanwhile).
+    #[cfg_attr(not(unix), allow(dead_code))]
+    pub(crate) fn unstart_detached(&self) -> bool {
+        let mut inner = self.inner.lock();
+        if inner.state == State::Running {
+            inner.state = State::Pending;
+            true
+        } else {
+            false
+        }
+    }
+
     /// PENDING to CANCELLED; true if the future is (now) cancelled.
     pub(crate) fn cancel_future(slf: &Bound<'_, Self>) -> PyResult<bool> {
         let (transition, held) = Self::transition(slf, |inner| match inner.state {

@@ -1,7 +1,7 @@
 """SPEC P8: ferropool's process pool vs `concurrent.futures.ProcessPoolExecutor` vs
 `multiprocessing.Pool`, side by side in this one process.
 
-Four workloads, each a plain function that returns the median of its timed runs per
+Five workloads, each a plain function that returns the median of its timed runs per
 contestant, in seconds (``{"ferropool": ..., "concurrent.futures": ...,
 "multiprocessing.Pool": ...}``, plus "sequential" where the target is a speedup):
 
@@ -12,6 +12,9 @@ contestant, in seconds (``{"ferropool": ..., "concurrent.futures": ...,
   the same map run sequentially in this process (seconds for the whole map).
 - `chunked_map`: map(square, range(n), chunksize=256), against Pool.map with the same
   chunksize (seconds for the whole map).
+- `behind_long`: one long task, then short ones, right after a burst of tiny tasks:
+  seconds until every short task is done (the stdlib's shared queue hands them to the
+  free workers; a pool that queued them behind the long task makes them wait for it).
 
 All pools use the same start method (the platform's default unless `method` is given)
 and `workers` processes (the usable cores by default); each is started and warmed up
@@ -139,6 +142,20 @@ def _map(pool, fn, items, chunksize=None) -> list:
     return list(pool.map(fn, items, chunksize=chunksize or 1))
 
 
+def _behind_long(pool, long_seconds: float, n: int, short_seconds: float) -> float:
+    """Seconds from submitting one long task and `n` short ones until the short ones are
+    all done; the long one is waited for afterwards, untimed."""
+    list(pool.map(_noop, range(200)))  # what a pool that batches tiny tasks learns from
+    gc.collect()
+    start = time.perf_counter()
+    long = pool.submit(time.sleep, long_seconds)
+    shorts = [pool.submit(time.sleep, short_seconds) for _ in range(n)]
+    _cf.wait(shorts)
+    elapsed = time.perf_counter() - start
+    long.result()
+    return elapsed
+
+
 def _checked_map(pool, fn, items, expected, chunksize=None) -> None:
     if _map(pool, fn, items, chunksize) != expected:
         raise RuntimeError(f"{fn.__name__} gave different results on {pool!r}")
@@ -184,6 +201,17 @@ def _map_contestants(pools, fn, items, chunksize, sequential: bool):
                               expected[: len(items) // 4 or 1], chunksize),
         )
         for name, pool in every.items()
+    }
+
+
+def _behind_long_contestants(pools, long_seconds, n, short_seconds):
+    return {
+        name: (
+            functools.partial(_behind_long, pool, long_seconds, n, short_seconds),
+            functools.partial(_behind_long, pool, short_seconds, 2, short_seconds),
+        )
+        for name, pool in pools.items()
+        if name in (OURS, STDLIB)
     }
 
 
@@ -235,6 +263,15 @@ def chunked_map(n=200_000, chunksize=CHUNKSIZE, workers=None, repeat=5, method=N
     items = list(range(n))
     with _pools(workers, method) as pools:
         contestants = _map_contestants(pools, _square, items, chunksize, False)
+        return _medians(_simple_alternate(contestants, repeat))
+
+
+def behind_long(long_seconds=1.0, n=20, short_seconds=0.025, workers=None, repeat=5,
+                method=None) -> dict:
+    """Seconds until `n` short sleeps submitted right after one long sleep are done."""
+    workers = workers or max(2, _cores())
+    with _pools(workers, method, which=(OURS, STDLIB)) as pools:
+        contestants = _behind_long_contestants(pools, long_seconds, n, short_seconds)
         return _medians(_simple_alternate(contestants, repeat))
 
 
@@ -359,6 +396,36 @@ def p8(bench: Bench) -> list:
                 note=f"multiprocessing.Pool.map: {_fmt_seconds(med[POOL])}",
             )
         )
+        # Short tasks behind a long one.
+        long_s, short_s, n_short = (0.4, 0.01, 20) if bench.quick else (1.0, 0.025, 20)
+        samples = bench.alternate(
+            "P8 short tasks behind a long one",
+            _behind_long_contestants(pools, long_s, n_short, short_s),
+        )
+        med = _medians(samples)
+        ratio = med[STDLIB] / med[OURS]
+        ideal = n_short * short_s / max(1, workers - 1)
+        rows.append(
+            Row(
+                id="P8",
+                key="P8.behind",
+                workload=f"{n_short} x sleep({short_s * 1e3:g} ms) behind one"
+                f" sleep({long_s:g} s), after tiny tasks ({setup})",
+                unit="seconds until the short tasks are done",
+                samples=samples,
+                sizes={name: n_short for name in samples},
+                stdlib=_fmt_seconds(med[STDLIB]),
+                ferropool=_fmt_seconds(med[OURS]),
+                ratio=ratio,
+                ratio_text=_x(ratio),
+                ratio_means="stdlib time / ferropool time (higher is better)",
+                target=">= 0.9x",
+                met=ratio >= 0.9,
+                score=ratio / 0.9,
+                note=f"the short tasks on the other {max(1, workers - 1)} worker(s) alone:"
+                f" {_fmt_seconds(ideal)}; the long task: {_fmt_seconds(long_s)}",
+            )
+        )
     return rows
 
 
@@ -366,12 +433,12 @@ PROVIDERS = [("P8", p8)]
 
 
 def main() -> None:
-    """Prints the four workloads as plain dicts (``python -m ferropool._bench_process``)."""
+    """Prints the five workloads as plain dicts (``python -m ferropool._bench_process``)."""
     # Through the module's import name, so that the tasks pickle as
     # ferropool._bench_process.*, not __main__.*.
     from ferropool import _bench_process as module
 
-    for name in ("bulk_submit", "round_trip", "cpu_map", "chunked_map"):
+    for name in ("bulk_submit", "round_trip", "cpu_map", "chunked_map", "behind_long"):
         medians = getattr(module, name)()
         line = ", ".join(f"{k}: {_fmt_seconds(v)}" for k, v in medians.items())
         print(f"{name}: {line}", flush=True)

@@ -4,9 +4,14 @@ A loop over two anonymous pipes: it reads TASK entries from the task pipe, runs 
 order, and writes an OK or ERR reply for each to the reply pipe. The byte format is
 described in ``src/process/wire.rs``; the constants below must match it.
 
-Replies are buffered while more tasks are already in hand, and written when there is
-none left, when 100 µs have passed since the first unwritten one, or when 64 KiB are
-waiting: short tasks cost one write per batch, long tasks answer as soon as they end.
+Tasks arrive in batches; each reply is written as soon as its task ends, before the
+next task starts: a worker that dies abruptly (``os._exit``, a signal) loses no result
+of a task it finished, as with the stdlib.
+
+The parent sends a worker several tasks at once only while that worker answers tiny
+ones. After a task that ran 1 ms or more, the worker does not start the tasks it holds
+behind it: it hands them back unstarted (RETURNED), and the parent gives them to
+whichever worker frees up first, or lets them be cancelled.
 """
 
 from __future__ import annotations
@@ -32,16 +37,18 @@ OK = 1
 ERR = 2
 INIT_FAILED = 3
 BYE = 4
+RETURNED = 5
 _REPLY_HEADER = struct.Struct("<BIQ")
 
-_FLUSH_AFTER = 100e-6
-_FLUSH_BYTES = 1 << 16
 # Below glibc's mmap threshold, and a pipe's default capacity.
 _READ_SIZE = 1 << 16
 # Larger payloads are unpickled from a view of the read buffer, larger replies written
 # with writev: no copy of either.
 _COPY_LIMIT = 1 << 16
 _MAX_ELAPSED_US = 0xFFFFFFFF
+# After a task this long, the tasks held behind it are handed back (`LONG_TASK_US` in
+# src/process/link.rs).
+_LONG_TASK = 1e-3
 
 # True while a task runs: only then does Ctrl-C interrupt (see `_on_sigint`).
 _running_task = False
@@ -63,14 +70,50 @@ def _formatted(exc):
     return "".join(format_exception(type(exc), exc, exc.__traceback__))
 
 
+def _rebuild_exception(cls, args, state, tb):
+    """Rebuilds an exception whose class does not unpickle from its ``args`` (an
+    ``__init__`` with other parameters): made without calling ``__init__``, with the same
+    ``args`` and attributes, and the remote traceback as ``__cause__``."""
+    exc = cls.__new__(cls, *args)
+    exc.args = args
+    if state:
+        exc.__dict__.update(state)
+    return _rebuild_exc(exc, tb)
+
+
+class _ExceptionByState:
+    """Pickles an exception by class, ``args`` and ``__dict__`` (see `_rebuild_exception`)."""
+
+    def __init__(self, exc, tb):
+        self.exc = exc
+        self.tb = tb
+
+    def __reduce__(self):
+        exc = self.exc
+        return _rebuild_exception, (type(exc), exc.args, getattr(exc, "__dict__", None), self.tb)
+
+
 def _dump_exception(exc):
     """The pickled exception with its traceback; if it does not pickle, the pickling
     error, with both tracebacks."""
     text = _formatted(exc)
     # The traceback's frames hold everything the task touched: release them now.
     exc.__traceback__ = None
+    tb = '\n"""\n%s"""' % text
     try:
-        return pickle.dumps(_ExceptionWithTraceback(exc, '\n"""\n%s"""' % text), -1)
+        data = pickle.dumps(_ExceptionWithTraceback(exc, tb), -1)
+        try:
+            pickle.loads(data)
+        except BaseException:  # noqa: BLE001 - does not come back as it went
+            # Most often an exception whose __init__ takes other parameters than the
+            # `args` it stores: the parent could only get a TypeError from unpickling.
+            try:
+                by_state = pickle.dumps(_ExceptionByState(exc, tb), -1)
+                pickle.loads(by_state)
+                data = by_state
+            except BaseException:  # noqa: BLE001 - keep the first pickle
+                pass
+        return data
     except BaseException as error:  # noqa: BLE001 - any failure to pickle
         text = "%s\nThe exception above could not be sent to the parent process:\n\n%s" % (
             text,
@@ -220,16 +263,10 @@ def _serve(task_fd, reply_fd, max_tasks):
     pack = _REPLY_HEADER.pack
     reader = _Reader(task_fd)
     out = []
-    out_bytes = 0
-    first_unflushed = 0.0
     done = 0
     while True:
         entry = reader.next_entry()
         if entry is None:
-            if out:
-                _write_chunks(reply_fd, out)
-                out.clear()
-                out_bytes = 0
             if not reader.fill():
                 return  # EOF: the parent is gone.
             continue
@@ -261,19 +298,29 @@ def _serve(task_fd, reply_fd, max_tasks):
         fn = args = kwargs = result = None
         now = clock()
         elapsed = int((now - start) * 1e6)
-        if not out:
-            first_unflushed = now
         out.append(pack(status, min(elapsed, _MAX_ELAPSED_US), len(data)))
         out.append(data)
-        out_bytes += len(data)
         del data
         done += 1
         if max_tasks is not None and done >= max_tasks:
             break
-        if out_bytes >= _FLUSH_BYTES or now - first_unflushed >= _FLUSH_AFTER:
-            _write_chunks(reply_fd, out)
-            out.clear()
-            out_bytes = 0
+        if now - start >= _LONG_TASK:
+            # The parent sent what follows expecting tiny tasks: hand back what has not
+            # started (never a STOP: it only comes to a worker that holds nothing).
+            stopping = False
+            while True:
+                held = reader.next_entry()
+                if held is None:
+                    break
+                if held[0] != TASK:
+                    stopping = True
+                    break
+                out.append(pack(RETURNED, 0, 0))
+            held = None
+            if stopping:
+                break
+        _write_chunks(reply_fd, out)
+        out.clear()
     # STOP, or max_tasks_per_child reached: answer everything, then say goodbye.
     out.append(pack(BYE, 0, 0))
     _write_chunks(reply_fd, out)

@@ -11,7 +11,6 @@
 //! Reading here rather than in the dispatcher saves a thread hop per reply: a reply
 //! wakes the completer, which wakes the thread blocked in `result()`.
 
-use std::collections::VecDeque;
 use std::io::Read;
 use std::mem;
 use std::sync::atomic::Ordering;
@@ -25,7 +24,9 @@ use pyo3::types::PyBytes;
 use super::link::RxLink;
 use super::sys::{self, PoolFd, POLLIN};
 use super::wire::{self, Reply};
-use super::{fail_future, running, BrokenProcessPool, Event, Shared, BROKEN};
+use super::{
+    cancel_tasks, fail_future, running, BrokenProcessPool, Event, Payload, Shared, Task, BROKEN,
+};
 use crate::errors::{log_error, InvalidStateError};
 use crate::future::{FutureCore, Outcome};
 
@@ -34,12 +35,6 @@ use crate::future::{FutureCore, Outcome};
 const JOIN_TIMEOUT_S: f64 = 5.0;
 /// How long a terminated worker has to exit before it is killed.
 const TERMINATE_GRACE: Duration = Duration::from_secs(2);
-
-/// Work a worker may hold, in expected task time: enough to cover a round trip.
-const WINDOW_TARGET_US: f64 = 1000.0;
-/// Tasks at least this long go one at a time: whichever worker frees up takes the next.
-const LONG_TASK_US: f64 = 10_000.0;
-const MAX_WINDOW: usize = 1024;
 
 /// The body of the completer thread: `threading.Thread(target=completer)`.
 #[pyclass(frozen, module = "ferropool._core")]
@@ -63,7 +58,6 @@ impl Completer {
             shared: Arc::clone(shared),
             wake: &self.wake,
             links: Vec::new(),
-            average_us: None,
             pollfds: Vec::new(),
         };
         loop {
@@ -72,12 +66,16 @@ impl Completer {
             for event in events {
                 match event {
                     Event::Replies { data, items } => complete(py, &data, items),
-                    Event::Cancelled(futures) => {
-                        for future in futures {
-                            report(py, FutureCore::start_running(future.bind(py)).map(drop));
+                    Event::Cancelled(tasks) => {
+                        for task in tasks {
+                            report(
+                                py,
+                                FutureCore::start_running(task.future.bind(py)).map(drop),
+                            );
                         }
                     }
-                    Event::Release(futures) => drop(futures),
+                    Event::Release(tasks) => drop(tasks),
+                    Event::CancelNow(tasks) => cancel_tasks(py, tasks),
                     Event::Exited { id } => {
                         join(py, shared, id);
                         maybe_spawn(py, shared);
@@ -90,12 +88,12 @@ impl Completer {
                     } => {
                         let exitcode = join(py, shared, id);
                         let (message, cause) = broken_reason(py, pid, exitcode, init_failure);
-                        for future in futures {
+                        for task in futures {
                             let error = BrokenProcessPool::new_err(message.clone());
                             if let Some(cause) = &cause {
                                 error.set_cause(py, Some(PyErr::from_value(cause.clone())));
                             }
-                            fail_future(py, future.bind(py), error);
+                            fail_future(py, task.future.bind(py), error);
                         }
                     }
                     Event::Done => done = true,
@@ -113,8 +111,6 @@ struct Reader<'a> {
     shared: Arc<Shared>,
     wake: &'a PoolFd,
     links: Vec<RxLink>,
-    /// Moving average of task time in the workers, in µs.
-    average_us: Option<f64>,
     pollfds: Vec<sys::pollfd>,
 }
 
@@ -204,56 +200,77 @@ impl Reader<'_> {
         if batches.is_empty() {
             return;
         }
-        for (_, _, answers) in &batches {
-            for answer in answers {
-                let elapsed = f64::from(answer.elapsed_us);
-                self.average_us = Some(match self.average_us {
-                    None => elapsed,
-                    Some(average) => average + (elapsed - average) / 8.0,
-                });
-            }
-        }
-        self.shared.window.store(self.window(), Ordering::Release);
         let mut completed = 0;
+        let mut released = Vec::new();
+        let mut cancelled = Vec::new();
         let tasks_wait = {
             let mut state = self.shared.state.lock();
+            let state = &mut *state;
             for (index, data, answers) in batches {
                 let link = &mut self.links[index];
                 let Some(tx) = state.links.iter_mut().find(|tx| tx.id == link.id) else {
                     continue;
                 };
                 let mut items = Vec::with_capacity(answers.len());
+                let mut returned = Vec::new();
                 for reply in answers {
-                    match tx.in_flight.pop_front() {
-                        Some(future) => items.push((future, reply)),
+                    let Some(sent) = tx.in_flight.pop_front() else {
                         // A terminated worker's futures were failed already; otherwise
                         // a reply for nothing means the stream cannot be trusted.
-                        None if link.doomed.is_some() => {}
-                        None => link.garbled = true,
+                        if link.doomed.is_none() {
+                            link.garbled = true;
+                        }
+                        continue;
+                    };
+                    if reply.status == wire::RETURNED {
+                        // Handed back unstarted: pending again, first in the queue.
+                        tx.returned();
+                        let task = Task {
+                            future: sent.future,
+                            payload: Payload::Entry(sent.entry),
+                        };
+                        if task.future.get().unstart_detached() {
+                            returned.push(task);
+                        } else {
+                            completed += 1;
+                            released.push(task);
+                        }
+                    } else {
+                        tx.measured(reply.elapsed_us);
+                        items.push((sent.future, reply));
                     }
+                }
+                if tx.in_flight.is_empty() && state.queue.is_empty() && returned.is_empty() {
+                    // The stream stopped: whatever comes next has an unknown length.
+                    tx.warm = false;
+                }
+                if state.cancel_queued {
+                    completed += returned.len();
+                    cancelled.extend(returned);
+                } else {
+                    state.push_front_all(returned);
                 }
                 if !items.is_empty() {
                     completed += items.len();
                     events.push(Event::Replies { data, items });
                 }
             }
-            !state.queue.is_empty()
+            !state.queue.is_empty() || state.closing
         };
+        if !released.is_empty() {
+            events.push(Event::Release(released));
+        }
+        if !cancelled.is_empty() {
+            events.push(Event::CancelNow(cancelled));
+        }
         self.shared
             .outstanding
             .fetch_sub(completed, Ordering::AcqRel);
-        // Replies freed room in the windows: the dispatcher needs to know if tasks wait
-        // or if it sleeps for want of room (a task may come any moment).
+        // Replies freed room in the windows: the dispatcher needs to know if tasks wait,
+        // if the pool closes (STOP goes to workers that hold nothing), or if it sleeps
+        // for want of room (a task may come any moment).
         if tasks_wait || self.shared.dispatcher_starved.swap(false, Ordering::SeqCst) {
             self.shared.force_wake_dispatcher();
-        }
-    }
-
-    fn window(&self) -> usize {
-        match self.average_us {
-            None => 1,
-            Some(average) if average >= LONG_TASK_US => 1,
-            Some(average) => ((2.0 + WINDOW_TARGET_US / average.max(1.0)) as usize).min(MAX_WINDOW),
         }
     }
 
@@ -275,12 +292,17 @@ impl Reader<'_> {
                 position.map(|position| state.links.swap_remove(position))
             };
             // Dropped here, without the lock: this closes the task pipe.
-            let unanswered = tx.map(|tx| tx.in_flight).unwrap_or_default();
+            let unanswered: Vec<Task> = tx
+                .map(|tx| tx.in_flight)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|sent| Task::bare(sent.future))
+                .collect();
             let normal = link.bye && unanswered.is_empty() && !link.garbled;
             if normal || link.doomed.is_some() {
                 events.push(Event::Exited { id: link.id });
                 if !unanswered.is_empty() {
-                    events.push(Event::Release(unanswered.into()));
+                    events.push(Event::Release(unanswered));
                 }
             } else {
                 self.break_pool(link, unanswered, events);
@@ -292,13 +314,8 @@ impl Reader<'_> {
     }
 
     /// A worker died: as the stdlib, fail everything pending and terminate the others.
-    fn break_pool(
-        &mut self,
-        mut culprit: RxLink,
-        unanswered: VecDeque<Py<FutureCore>>,
-        events: &mut Vec<Event>,
-    ) {
-        let mut futures: Vec<Py<FutureCore>> = unanswered.into();
+    fn break_pool(&mut self, mut culprit: RxLink, unanswered: Vec<Task>, events: &mut Vec<Event>) {
+        let mut futures = unanswered;
         {
             let mut state = self.shared.state.lock();
             let state = &mut *state;
@@ -306,9 +323,9 @@ impl Reader<'_> {
                 state.broken = Some(BROKEN.to_owned());
             }
             state.closing = true;
-            futures.extend(state.queue.drain(..).map(|task| task.future));
+            futures.extend(state.drain_queue());
             for tx in &mut state.links {
-                futures.extend(tx.close());
+                futures.extend(tx.close().into_iter().map(Task::bare));
             }
         }
         let now = Instant::now();
@@ -395,11 +412,34 @@ fn join(py: Python<'_>, shared: &Shared, id: u64) -> Option<i32> {
     let exitcode = (|| -> PyResult<Option<i32>> {
         process.call_method1("join", (JOIN_TIMEOUT_S,))?;
         if process.getattr("exitcode")?.is_none() {
-            process.call_method0("kill")?;
-            process.call_method0("join")?;
+            let sentinel: i32 = process.getattr("sentinel")?.extract()?;
+            if !readable(sentinel) {
+                process.call_method0("kill")?;
+                process.call_method0("join")?;
+            }
+            // Gone, yet not reaped here: another thread polled the same `Process` at
+            // the same instant (multiprocessing's `active_children()`, which every
+            // `Process.start()` calls) and reaped it first; its `Popen` reports the
+            // process as running until that thread stores the exit code. Wait for it.
+            let mut tries = 0;
+            while process.getattr("exitcode")?.is_none() {
+                tries += 1;
+                if tries > 200 {
+                    // Reaped by something else entirely (`os.waitpid(-1)`): the exit
+                    // code is lost, and `close()` would refuse.
+                    return Ok(None);
+                }
+                process.call_method1("join", (0.005,))?;
+            }
         }
         let exitcode = process.getattr("exitcode")?.extract()?;
-        process.call_method0("close")?;
+        // Before 3.11, `Process.start()` in another thread (multiprocessing's
+        // `_cleanup()`) may still be about to poll this process from its list of
+        // children, and fails if `close()` emptied it meanwhile; the process is joined,
+        // and its descriptors are closed with it when it is collected.
+        if py.version_info() >= (3, 11) {
+            process.call_method0("close")?;
+        }
         Ok(exitcode)
     })();
     match exitcode {
@@ -415,6 +455,12 @@ fn join(py: Python<'_>, shared: &Shared, id: u64) -> Option<i32> {
             None
         }
     }
+}
+
+/// True if `fd` (a process sentinel) is readable now: the process is gone.
+fn readable(fd: i32) -> bool {
+    let mut pollfds = [sys::pollfd(fd, POLLIN)];
+    sys::poll(&mut pollfds, Some(Duration::ZERO)).is_ok() && pollfds[0].revents != 0
 }
 
 /// Starts workers if queued work needs more than are running (replacements for workers

@@ -1,10 +1,11 @@
 //! The dispatcher thread: moves queued tasks into the workers' windows and writes them.
-//! Plain Rust, never attached to Python, so dispatch goes on while Python code holds
-//! the GIL: it moves futures (never drops them) and starts them through `Py::get`,
-//! which frozen, `Sync` classes allow without the GIL.
+//! Plain Rust, detached, so dispatch goes on while Python code holds the GIL: it moves
+//! futures (never drops them) and starts them through `Py::get`, which frozen, `Sync`
+//! classes allow without the GIL. It attaches only to pickle calls that `submit` kept
+//! by reference, just before they go out (`pickle_queued`).
 //!
-//! A round: move queued tasks into windows (balanced, in queue order), write without
-//! blocking, then poll the wake-up pipe and the task pipes that are full. It is woken
+//! A round: pickle what is about to go out, deal queued tasks into the windows (one at
+//! a time, idle workers first, in queue order), write without blocking, then poll the wake-up pipe and the task pipes that are full. It is woken
 //! by `submit` (only when it said it sleeps with room for tasks), by the completer when
 //! replies free room, and by anything that changes the workers or the pool's state.
 
@@ -14,12 +15,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::sys::{self, PoolFd, POLLIN, POLLOUT};
-use super::{Event, Shared};
+use super::{pickle_queued, Event, Payload, Shared, Task};
 use crate::future::DetachedStart;
 
 pub(super) fn run(shared: Arc<Shared>, wake: PoolFd) {
     let mut pollfds = Vec::new();
     loop {
+        pickle_queued(&shared);
         dispatch(&shared);
         write_pending(&shared);
         if finished(&shared) {
@@ -40,10 +42,11 @@ pub(super) fn run(shared: Arc<Shared>, wake: PoolFd) {
     }
 }
 
-/// Moves queued tasks into the windows of the workers, balanced, in queue order; and
-/// STOP to every worker once a closing pool's queue is empty.
+/// Moves queued tasks into the windows of the workers, in queue order: idle workers
+/// first, one task each unless they are warm (answering tiny tasks right now), so that
+/// no task waits behind another of unknown length while a worker is free. STOP goes to
+/// every worker that holds nothing once a closing pool's queue is empty.
 fn dispatch(shared: &Shared) {
-    let window = shared.window.load(Ordering::Acquire);
     let mut cancelled = Vec::new();
     let mut released = Vec::new();
     {
@@ -52,36 +55,43 @@ fn dispatch(shared: &Shared) {
         if state.broken.is_some() {
             return;
         }
-        if !state.queue.is_empty() {
-            let mut order: Vec<usize> = (0..state.links.len())
-                .filter(|&i| state.links[i].credit(window) > 0)
+        if !state.queue.is_empty() && !state.staging {
+            // Dealt one at a time, idle workers first: the workers go through the queue
+            // side by side in its order, as from the stdlib's shared queue, so a task
+            // does not wait in one window while a later one runs in another.
+            let mut order: Vec<(usize, usize)> = (0..state.links.len())
+                .map(|i| (i, state.links[i].credit()))
+                .filter(|&(_, credit)| credit > 0)
                 .collect();
-            order.sort_by_key(|&i| state.links[i].in_flight.len());
-            let mut links_left = order.len();
-            for index in order {
-                if state.queue.is_empty() {
-                    break;
-                }
-                let link = &mut state.links[index];
-                let share = state.queue.len().div_ceil(links_left);
-                links_left -= 1;
-                let mut take = link.credit(window).min(share);
-                while take > 0 {
-                    let Some(task) = state.queue.pop_front() else {
-                        break;
+            order.sort_by_key(|&(i, _)| state.links[i].in_flight.len());
+            'deal: while !order.is_empty() {
+                for slot in &mut order {
+                    // A call kept by reference is pickled first (`pickle_queued`).
+                    if matches!(state.queue.front(), Some(Task { payload: Payload::Call(_), future })
+                        if !future.get().state().is_done())
+                    {
+                        break 'deal;
+                    }
+                    let Some(task) = state.pop_front() else {
+                        break 'deal;
                     };
                     match task.future.get().try_start_running_detached() {
                         DetachedStart::Started => {
-                            link.push(task);
-                            take -= 1;
+                            let Task { future, payload } = task;
+                            let Payload::Entry(entry) = payload else {
+                                unreachable!("a call is pickled before it is sent")
+                            };
+                            state.links[slot.0].push(future, entry);
+                            slot.1 -= 1;
                         }
-                        DetachedStart::Cancelled => cancelled.push(task.future),
-                        DetachedStart::Unexpected => released.push(task.future),
+                        DetachedStart::Cancelled => cancelled.push(task),
+                        DetachedStart::Unexpected => released.push(task),
                     }
                 }
+                order.retain(|&(_, credit)| credit > 0);
             }
         }
-        if state.closing && state.queue.is_empty() {
+        if state.closing && state.queue.is_empty() && !state.staging {
             for link in &mut state.links {
                 link.stop();
             }
@@ -125,6 +135,7 @@ fn finished(shared: &Shared) -> bool {
     let state = shared.state.lock();
     state.closing
         && state.queue.is_empty()
+        && !state.staging
         && state.spawning == 0
         && state.new_workers.is_empty()
         && state.links.is_empty()
@@ -138,7 +149,6 @@ fn prepare_poll(
 ) -> Option<Duration> {
     pollfds.clear();
     pollfds.push(sys::pollfd(wake.raw(), POLLIN));
-    let window = shared.window.load(Ordering::Acquire);
     let state = shared.state.lock();
     for link in &state.links {
         if link.blocked() {
@@ -147,7 +157,7 @@ fn prepare_poll(
     }
     // Both flags are set under the lock that guards what they describe, and read by the
     // other side after its own change under that lock: no wake-up falls in between.
-    if state.links.iter().any(|link| link.credit(window) > 0) {
+    if state.links.iter().any(|link| link.credit() > 0) {
         // Room for tasks: `submit` wakes us when it queues one.
         shared.dispatcher_sleeping.store(true, Ordering::SeqCst);
         if !state.queue.is_empty() {

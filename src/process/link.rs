@@ -15,8 +15,20 @@ use std::time::Instant;
 use pyo3::prelude::*;
 
 use super::sys::PoolFd;
-use super::{wire, State, Task};
+use super::{wire, Payload, State, Task};
 use crate::future::{DetachedStart, FutureCore};
+
+/// Work a warm worker may hold, in expected task time: enough to cover a round trip
+/// (reply, completer, dispatcher, write), with room to spare.
+const WINDOW_TARGET_US: f64 = 500.0;
+/// Tasks that take this long go one at a time: whichever worker frees up takes the
+/// next. The worker hands back what it holds after such a task (`_process_worker.py`
+/// has the same threshold).
+pub(crate) const LONG_TASK_US: u32 = 1000;
+/// Tasks sent to a worker go RUNNING (as the stdlib's call queue items do) and can no
+/// longer be cancelled: when tiny tasks give way to long ones, this many at most are
+/// committed to a worker at once.
+const MAX_WINDOW: usize = 64;
 
 /// Bytes read from one worker per round, so that one busy worker cannot starve others.
 const READ_BUDGET: usize = 16 << 20;
@@ -31,12 +43,19 @@ pub(crate) struct TxLink {
     pub(super) id: u64,
     tasks: Arc<PoolFd>,
     /// TASK/STOP entries not yet written; `out_pos` bytes of the first one were.
-    out: VecDeque<Vec<u8>>,
+    out: VecDeque<Arc<Vec<u8>>>,
     out_pos: usize,
     /// Someone writes to `tasks` without the lock, holding entries taken from `out`.
     writing: bool,
-    /// Futures of the tasks sent, in order: replies come back in this order.
-    pub(super) in_flight: VecDeque<Py<FutureCore>>,
+    /// The tasks sent (their futures RUNNING), in order: replies come back in this
+    /// order. The entry is kept, to be sent again if the worker hands the task back.
+    pub(super) in_flight: VecDeque<Sent>,
+    /// The worker is answering tiny tasks right now: it may hold a window of them.
+    /// A cold worker (just started, idle with nothing queued, or busy with a long task)
+    /// holds one task at a time, since the next task's length is unknown.
+    pub(super) warm: bool,
+    /// Moving average of this worker's task times, in µs.
+    avg_us: Option<f64>,
     /// How many more tasks it may be sent (`max_tasks_per_child`).
     quota: Option<u64>,
     stop_sent: bool,
@@ -54,6 +73,8 @@ impl TxLink {
             out_pos: 0,
             writing: false,
             in_flight: VecDeque::new(),
+            warm: false,
+            avg_us: None,
             quota,
             stop_sent: false,
             write_failed: false,
@@ -61,12 +82,34 @@ impl TxLink {
         }
     }
 
+    /// How many tasks this worker may hold: one while cold, else about
+    /// `WINDOW_TARGET_US` of work at its measured pace.
+    pub(super) fn window(&self) -> usize {
+        match self.avg_us {
+            Some(average) if self.warm && average < f64::from(LONG_TASK_US) => {
+                ((2.0 + WINDOW_TARGET_US / average.max(1.0)) as usize).min(MAX_WINDOW)
+            }
+            _ => 1,
+        }
+    }
+
+    /// Notes the task times of a batch of replies; `last` is the latest one.
+    pub(super) fn measured(&mut self, elapsed_us: u32) {
+        let elapsed = f64::from(elapsed_us);
+        self.avg_us = Some(match self.avg_us {
+            None => elapsed,
+            Some(average) => average + (elapsed - average) / 8.0,
+        });
+        // A long task makes the worker cold at once: the tasks after it may be long too.
+        self.warm = elapsed_us < LONG_TASK_US;
+    }
+
     /// How many more tasks this worker may be sent now.
-    pub(super) fn credit(&self, window: usize) -> usize {
+    pub(super) fn credit(&self) -> usize {
         if self.closed || self.stop_sent || self.write_failed {
             return 0;
         }
-        let credit = window.saturating_sub(self.in_flight.len());
+        let credit = self.window().saturating_sub(self.in_flight.len());
         match self.quota {
             Some(quota) => credit.min(usize::try_from(quota).unwrap_or(usize::MAX)),
             None => credit,
@@ -74,27 +117,39 @@ impl TxLink {
     }
 
     /// Takes a task whose future just went RUNNING.
-    pub(super) fn push(&mut self, task: Task) {
-        self.out.push_back(task.entry);
-        self.in_flight.push_back(task.future);
+    pub(super) fn push(&mut self, future: Py<FutureCore>, entry: Arc<Vec<u8>>) {
+        self.out.push_back(Arc::clone(&entry));
+        self.in_flight.push_back(Sent { future, entry });
         if let Some(quota) = &mut self.quota {
             *quota -= 1;
         }
     }
 
-    /// Queues STOP, unless the worker leaves by itself (quota spent) or is gone.
+    /// The worker handed a task back unstarted: it may be sent once more.
+    pub(super) fn returned(&mut self) {
+        if let Some(quota) = &mut self.quota {
+            *quota += 1;
+        }
+        self.warm = false;
+    }
+
+    /// Queues STOP once the worker holds nothing (so that it never has a task to hand
+    /// back after STOP), unless it leaves by itself (quota spent) or is gone.
     pub(super) fn stop(&mut self) {
-        if !self.stop_sent && !self.closed && self.quota != Some(0) {
-            self.out.push_back(wire::stop());
+        if !self.stop_sent && !self.closed && self.quota != Some(0) && self.in_flight.is_empty() {
+            self.out.push_back(Arc::new(wire::stop()));
             self.stop_sent = true;
         }
     }
 
     /// The pool broke: nothing more is sent; returns the futures in flight.
-    pub(super) fn close(&mut self) -> VecDeque<Py<FutureCore>> {
+    pub(super) fn close(&mut self) -> Vec<Py<FutureCore>> {
         self.closed = true;
         self.out.clear();
         mem::take(&mut self.in_flight)
+            .into_iter()
+            .map(|sent| sent.future)
+            .collect()
     }
 
     /// True if bytes wait for the pipe to have room (poll it for POLLOUT).
@@ -123,7 +178,11 @@ impl TxLink {
     /// `submit`'s shortcut: if this worker has nothing in hand and nobody writes to it,
     /// the caller writes `task` itself.
     pub(super) fn take_direct(&mut self, task: Task) -> Result<Output, Task> {
-        if !self.in_flight.is_empty() || !self.out.is_empty() || self.writing || self.credit(1) == 0
+        if !matches!(task.payload, Payload::Entry(_))
+            || !self.in_flight.is_empty()
+            || !self.out.is_empty()
+            || self.writing
+            || self.credit() == 0
         {
             return Err(task);
         }
@@ -132,11 +191,14 @@ impl TxLink {
             // Cancelled or completed by hand already: the dispatcher sorts it out.
             _ => return Err(task),
         }
-        self.out.push_back(task.entry);
-        self.in_flight.push_back(task.future);
-        if let Some(quota) = &mut self.quota {
-            *quota -= 1;
-        }
+        let Task {
+            future,
+            payload: Payload::Entry(entry),
+        } = task
+        else {
+            unreachable!("checked above")
+        };
+        self.push(future, entry);
         Ok(self.take_output().expect("bytes were just queued"))
     }
 
@@ -159,11 +221,17 @@ impl TxLink {
     }
 }
 
+/// A task sent to a worker.
+pub(crate) struct Sent {
+    pub(super) future: Py<FutureCore>,
+    pub(super) entry: Arc<Vec<u8>>,
+}
+
 /// Bytes taken out of a `TxLink` to be written without the pool's lock.
 pub(crate) struct Output {
     id: u64,
     tasks: Arc<PoolFd>,
-    out: VecDeque<Vec<u8>>,
+    out: VecDeque<Arc<Vec<u8>>>,
     pos: usize,
 }
 
@@ -192,7 +260,7 @@ impl Output {
 
 /// Writes `out` (the first entry from `pos`) without blocking; true if the pipe is
 /// closed (the worker is gone or going: its reply pipe or sentinel will say how).
-fn write_nonblocking(tasks: &PoolFd, out: &mut VecDeque<Vec<u8>>, pos: &mut usize) -> bool {
+fn write_nonblocking(tasks: &PoolFd, out: &mut VecDeque<Arc<Vec<u8>>>, pos: &mut usize) -> bool {
     while !out.is_empty() {
         let mut slices = Vec::with_capacity(out.len().min(MAX_IOVECS));
         for (index, entry) in out.iter().take(MAX_IOVECS).enumerate() {
@@ -212,7 +280,7 @@ fn write_nonblocking(tasks: &PoolFd, out: &mut VecDeque<Vec<u8>>, pos: &mut usiz
     false
 }
 
-fn advance(out: &mut VecDeque<Vec<u8>>, pos: &mut usize, mut written: usize) {
+fn advance(out: &mut VecDeque<Arc<Vec<u8>>>, pos: &mut usize, mut written: usize) {
     while written > 0 {
         let Some(first) = out.front() else {
             return;
@@ -347,6 +415,7 @@ impl RxLink {
             match entry.status {
                 wire::OK | wire::ERR => answers.push(entry),
                 wire::INIT_FAILED => self.init_failure = Some(data[entry.payload].to_vec()),
+                wire::RETURNED => answers.push(entry),
                 _ => self.bye = true,
             }
         }
@@ -363,17 +432,22 @@ mod tests {
     fn credit_follows_window_quota_and_state() {
         let (_, tasks) = sys::nonblocking_pipe().unwrap();
         let mut link = TxLink::new(0, tasks, Some(3));
-        assert_eq!(link.credit(10), 3);
+        assert_eq!(link.credit(), 1, "a cold worker holds one task");
+        link.measured(10);
+        assert!(link.warm);
+        assert_eq!(link.credit(), 3, "the quota caps a warm window");
         link.quota = None;
-        assert_eq!(link.credit(10), 10);
+        assert_eq!(link.credit(), 52);
+        link.measured(LONG_TASK_US);
+        assert_eq!(link.credit(), 1, "a long task makes it cold at once");
         link.stop();
-        assert_eq!(link.credit(10), 0);
+        assert_eq!(link.credit(), 0);
         assert!(link.blocked(), "STOP waits to be written");
     }
 
     #[test]
     fn partial_writes_advance_through_entries() {
-        let mut out = VecDeque::from([vec![1, 2, 3], vec![4, 5]]);
+        let mut out = VecDeque::from([Arc::new(vec![1, 2, 3]), Arc::new(vec![4, 5])]);
         let mut pos = 0;
         advance(&mut out, &mut pos, 2);
         assert_eq!(pos, 2);
@@ -391,7 +465,7 @@ mod tests {
         ok.extend_from_slice(b"hi");
         let mut bye = vec![wire::BYE, 0, 0, 0, 0];
         bye.extend_from_slice(&0u64.to_le_bytes());
-        let mut out = VecDeque::from([ok, bye]);
+        let mut out = VecDeque::from([Arc::new(ok), Arc::new(bye)]);
         let mut pos = 0;
         assert!(!write_nonblocking(&tasks, &mut out, &mut pos));
         assert!(out.is_empty());
@@ -409,7 +483,7 @@ mod tests {
     #[test]
     fn a_full_pipe_keeps_the_rest_for_later() {
         let (_replies, tasks) = sys::nonblocking_pipe().unwrap();
-        let mut out = VecDeque::from([vec![7u8; 1 << 20]]);
+        let mut out = VecDeque::from([Arc::new(vec![7u8; 1 << 20])]);
         let mut pos = 0;
         assert!(!write_nonblocking(&tasks, &mut out, &mut pos));
         assert_eq!(out.len(), 1);

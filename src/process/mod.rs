@@ -8,23 +8,28 @@
 //! exists (as the stdlib does); with spawn and forkserver they start on demand.
 //!
 //! **Messages** ([`wire`]). Each pipe carries a stream of entries: a fixed header and a
-//! pickle. The parent sends TASK (`(fn, args, kwargs)`, pickled by `submit`) and STOP;
-//! a worker answers every task in order with OK or ERR (the exception, which unpickles
-//! with its remote traceback as `__cause__` through the stdlib's own `_rebuild_exc`),
-//! and says INIT_FAILED or BYE before it exits. Since a worker runs its tasks in order,
-//! replies are matched to futures by position: each worker has a FIFO of the futures
-//! it was sent. A worker writes its replies when it has no task left in hand, or once
-//! 100 µs have passed since the first unwritten one.
+//! pickle. The parent sends TASK (`(fn, args, kwargs)`) and STOP; a worker answers
+//! every task in order with OK or ERR (the exception, which unpickles with its remote
+//! traceback as `__cause__` through the stdlib's own `_rebuild_exc`; one whose
+//! `__init__` does not take its `args` is rebuilt from its args and attributes), or
+//! RETURNED for a task it hands back unstarted, and says INIT_FAILED or BYE before it
+//! exits. Since a worker takes its tasks in order, replies are matched to futures by
+//! position: each worker has a FIFO of the tasks it was sent. A worker writes each reply
+//! as its task ends, so an abrupt death loses no finished result.
 //!
 //! **Threads in the parent.**
-//! - `submit` (any Python thread, attached) pickles the call, so the parent keeps bytes,
-//!   not the arguments. If a worker is idle and nothing is queued, it writes the task to
-//!   that worker's pipe itself (non-blocking); otherwise it queues it and wakes the
+//! - `submit` (any Python thread, attached) pickles the call while the queue holds less
+//!   than 1 MiB of pickles; beyond that it keeps a reference to the call, as the
+//!   stdlib does, so memory for pending work does not grow with argument size times
+//!   queue length. If a worker is idle and nothing is queued, it writes the task to that
+//!   worker's pipe itself (non-blocking); otherwise it queues it and wakes the
 //!   dispatcher, only if that one sleeps with room for tasks.
-//! - The dispatcher ([`dispatcher`], plain Rust, never attached) moves queued tasks into
-//!   the workers' windows (their futures go PENDING to RUNNING without the GIL) and
-//!   writes them with non-blocking `writev`, polling the full pipes and a wake-up pipe.
-//!   It never needs the GIL, so dispatch goes on while Python code runs.
+//! - The dispatcher ([`dispatcher`], a plain Rust thread) moves queued tasks into the
+//!   workers' windows (their futures go PENDING to RUNNING without the GIL) and writes
+//!   them with non-blocking `writev`, polling the full pipes and a wake-up pipe. It
+//!   takes the GIL only to pickle calls kept by reference, just before they are sent
+//!   (the head of the queue is taken out under the lock, pickled without it, and put
+//!   back in front); a call that does not pickle fails its own future, as at `submit`.
 //! - The completer ([`completer`], a Python thread with one thread state for its life)
 //!   polls the reply pipes, the process sentinels and its wake-up pipe, detached; reads
 //!   and cuts replies, pairs them with futures (which frees room: the dispatcher is
@@ -35,11 +40,27 @@
 //! A round trip on an idle pool is thus: caller writes, worker runs and writes,
 //! completer reads and completes, caller wakes: no other thread in between.
 //!
-//! **Batching.** A window is how many tasks a worker may hold: about 1 ms of work, from
-//! the task times the workers report (one task for tasks of 10 ms or more, so long
-//! tasks go to whichever worker frees up first, as with the stdlib's shared queue).
-//! Short tasks thus travel by the hundred per write, per read and per GIL acquisition;
-//! `map` sends chunks of `chunksize` items, each one task.
+//! **Scheduling and batching.** A task is
+//! - *pending* while queued in the parent: `cancel()`, `shutdown(cancel_futures=True)`,
+//!   a closed, dropped, timed-out or interrupted `map` cancel it; a crash fails it;
+//! - *committed* (RUNNING, as the items of the stdlib's call queue) once written to a
+//!   worker's pipe: no longer cancellable; a crash fails it unless its reply came;
+//! - *started* when the worker takes it; *done* when its reply is paired.
+//!
+//! A committed task that the worker hands back unstarted (RETURNED) goes back to
+//! pending, first in the queue. The window (how many tasks a worker may hold) keeps
+//! commitments few: a cold worker (new, idle with nothing queued, or whose last task
+//! took 1 ms or more) holds one task, since the next one's length is unknown; a worker
+//! that answers tiny tasks right now holds about 500 µs of them at its measured pace (at
+//! most 64), enough to cover a round trip, so short tasks still travel by the dozen per
+//! write, per read and per GIL acquisition. Tasks are dealt one at a time, idle workers
+//! first, so the workers go through the queue side by side in its order, as from the
+//! stdlib's shared queue: no task waits in one window while a later one runs elsewhere,
+//! and none waits behind a task of unknown length while a worker is free. When tiny
+//! tasks give way to long ones, the worker that meets the first long one hands back
+//! the rest of its window once that task ends, and becomes cold. STOP goes to a worker
+//! only once it holds nothing, so it never has a task to hand back after STOP. `map`
+//! sends chunks of `chunksize` items, each one task.
 //!
 //! **Locks.** `Shared::state` (the queue, the workers' send halves with their FIFOs,
 //! flags and counts) is held for field updates only, never across a system call, a call
@@ -48,8 +69,9 @@
 //! process table and the `stopped` flag have their own locks, never held together with
 //! another. Wake-up flags (`dispatcher_sleeping`, `dispatcher_starved`) are set under
 //! `state` and checked by the other side after its own change under `state`, so no
-//! wake-up is lost. No Python object is dropped without the GIL: the dispatcher only
-//! moves futures, from the queue to a FIFO, and the completer drops them attached.
+//! wake-up is lost. No Python object is dropped without the GIL: the dispatcher moves
+//! futures (and calls) detached, drops them only attached, and hands the rest to the
+//! completer. Nobody waits for the GIL while holding `state`.
 //!
 //! **Crash detection.** A worker is gone when its reply pipe reaches EOF or its process
 //! sentinel fires. Without a BYE first, the pool is broken as in the stdlib: every
@@ -95,11 +117,43 @@ static INTERPRETER_EXIT: AtomicBool = AtomicBool::new(false);
 /// ancestor process whose threads and workers do not exist here.
 static GENERATION: AtomicU64 = AtomicU64::new(0);
 
-/// One call on its way to a worker: the TASK entry and the future it reports to.
+/// One call on its way to a worker: the call or its TASK entry, and the future it
+/// reports to.
 pub(crate) struct Task {
     future: Py<FutureCore>,
-    entry: Vec<u8>,
+    payload: Payload,
 }
+
+pub(crate) enum Payload {
+    /// The TASK entry, ready to be written (and kept while the worker has not answered,
+    /// to be sent again if it hands the task back).
+    Entry(Arc<Vec<u8>>),
+    /// `(fn, args, kwargs)`, pickled only when a worker has room for it: a long queue
+    /// keeps references, not copies, as the stdlib's does. Dropped attached only.
+    Call(Py<PyAny>),
+}
+
+impl Task {
+    /// A task whose payload no longer matters (failed or released with its future).
+    fn bare(future: Py<FutureCore>) -> Task {
+        Task {
+            future,
+            payload: Payload::Entry(Arc::new(Vec::new())),
+        }
+    }
+
+    fn entry_len(&self) -> usize {
+        match &self.payload {
+            Payload::Entry(entry) => entry.len(),
+            Payload::Call(_) => 0,
+        }
+    }
+}
+
+/// `submit` pickles at once while the queue holds less than this many bytes of pickled
+/// calls (tiny tasks then go out without another thread taking the GIL); beyond it, it
+/// keeps a reference and the dispatcher pickles as the task goes out.
+const EAGER_BYTES: usize = 1 << 20;
 
 /// Set once by `ProcessPoolExecutor.__init__`.
 pub(crate) struct Config {
@@ -124,6 +178,14 @@ pub(crate) struct Config {
 
 pub(crate) struct State {
     queue: VecDeque<Task>,
+    /// Bytes of the TASK entries in `queue`.
+    queued_bytes: usize,
+    /// The dispatcher took the head of the queue out to pickle it (attached, without
+    /// the lock): nothing may overtake it, and it comes back at the front.
+    staging: bool,
+    /// `shutdown(cancel_futures=True)` was called: what comes back from staging or from
+    /// a worker's hands unstarted is cancelled too.
+    cancel_queued: bool,
     /// `shutdown()` was called (the stdlib's `_shutdown_thread`).
     shutdown: bool,
     /// No more work comes: shutdown, garbage collection or interpreter exit. Workers
@@ -149,10 +211,12 @@ pub(crate) enum Event {
         data: Vec<u8>,
         items: Vec<(Py<FutureCore>, wire::Reply)>,
     },
-    /// Futures cancelled while queued: acknowledge (CANCELLED_AND_NOTIFIED).
-    Cancelled(Vec<Py<FutureCore>>),
-    /// Futures completed by hand while queued: nothing to run, just release them.
-    Release(Vec<Py<FutureCore>>),
+    /// Tasks cancelled while queued: acknowledge (CANCELLED_AND_NOTIFIED).
+    Cancelled(Vec<Task>),
+    /// Tasks completed by hand while queued, or answered by nobody: just release them.
+    Release(Vec<Task>),
+    /// Tasks handed back unstarted after `shutdown(cancel_futures=True)`: cancel them.
+    CancelNow(Vec<Task>),
     /// A worker exited normally (BYE) or after being terminated: join it.
     Exited { id: u64 },
     /// A worker died: the pool is broken; fail `futures`.
@@ -160,7 +224,7 @@ pub(crate) enum Event {
         id: u64,
         pid: i32,
         init_failure: Option<Vec<u8>>,
-        futures: Vec<Py<FutureCore>>,
+        futures: Vec<Task>,
     },
     /// The dispatcher is done: no worker is left and no work will come.
     Done,
@@ -173,8 +237,6 @@ pub(crate) struct Shared {
     state: Mutex<State>,
     /// Tasks queued or in flight.
     outstanding: AtomicUsize,
-    /// How many tasks a worker may hold, set by the completer from measured task times.
-    window: AtomicUsize,
     /// The write ends of the threads' wake-up pipes, once the threads run.
     dispatcher_wake: OnceLock<sys::PoolFd>,
     completer_wake: OnceLock<sys::PoolFd>,
@@ -204,6 +266,43 @@ fn running(py: Python<'_>) -> &Mutex<Vec<Arc<Shared>>> {
     RUNNING.get_or_init(py, || Mutex::new(Vec::new()))
 }
 
+impl State {
+    fn push_back(&mut self, task: Task) {
+        self.queued_bytes += task.entry_len();
+        self.queue.push_back(task);
+    }
+
+    /// Puts `tasks` back at the front of the queue, in their order.
+    fn push_front_all(&mut self, tasks: Vec<Task>) {
+        for task in tasks.into_iter().rev() {
+            self.queued_bytes += task.entry_len();
+            self.queue.push_front(task);
+        }
+    }
+
+    fn pop_front(&mut self) -> Option<Task> {
+        let task = self.queue.pop_front()?;
+        self.queued_bytes -= task.entry_len();
+        Some(task)
+    }
+
+    fn drain_queue(&mut self) -> Vec<Task> {
+        self.queued_bytes = 0;
+        self.queue.drain(..).collect()
+    }
+}
+
+/// Cancels tasks that were pending (or handed back unstarted) and acknowledges it, as
+/// `shutdown(cancel_futures=True)` does; attached.
+fn cancel_tasks(py: Python<'_>, tasks: Vec<Task>) {
+    for task in tasks {
+        let future = task.future.bind(py);
+        if let Ok(true) = FutureCore::cancel_future(future) {
+            let _ = FutureCore::start_running(future);
+        }
+    }
+}
+
 impl Shared {
     fn new() -> Self {
         Shared {
@@ -211,6 +310,9 @@ impl Shared {
             generation: AtomicU64::new(GENERATION.load(Ordering::Acquire)),
             state: Mutex::new(State {
                 queue: VecDeque::new(),
+                queued_bytes: 0,
+                staging: false,
+                cancel_queued: false,
                 shutdown: false,
                 closing: false,
                 broken: None,
@@ -223,7 +325,6 @@ impl Shared {
                 next_worker_id: 0,
             }),
             outstanding: AtomicUsize::new(0),
-            window: AtomicUsize::new(1),
             dispatcher_wake: OnceLock::new(),
             completer_wake: OnceLock::new(),
             dispatcher_sleeping: AtomicBool::new(false),
@@ -309,7 +410,7 @@ impl Shared {
         self.outstanding.fetch_add(1, Ordering::AcqRel);
         let mut task = Some(task);
         let mut direct = None;
-        if state.queue.is_empty() {
+        if state.queue.is_empty() && !state.staging {
             for link in &mut state.links {
                 match link.take_direct(task.take().expect("one task")) {
                     Ok(output) => {
@@ -321,7 +422,7 @@ impl Shared {
             }
         }
         if let Some(task) = task {
-            state.queue.push_back(task);
+            state.push_back(task);
         }
         (self.plan_spawns(state, config), direct)
     }
@@ -415,7 +516,7 @@ impl Shared {
                 state.broken = Some(BROKEN.to_owned());
             }
             state.closing = true;
-            state.queue.drain(..).collect()
+            state.drain_queue()
         };
         self.outstanding.fetch_sub(queued.len(), Ordering::AcqRel);
         for task in queued {
@@ -478,10 +579,9 @@ impl Shared {
             let mut state = self.state.lock();
             state.broken.get_or_insert_with(|| BROKEN.to_owned());
             state.closing = true;
-            let mut futures: Vec<Py<FutureCore>> =
-                state.queue.drain(..).map(|task| task.future).collect();
+            let mut futures: Vec<Task> = state.drain_queue();
             for link in &mut state.links {
-                futures.extend(link.close());
+                futures.extend(link.close().into_iter().map(Task::bare));
             }
             let links = std::mem::take(&mut state.links);
             let new_workers = std::mem::take(&mut state.new_workers);
@@ -494,12 +594,12 @@ impl Shared {
             sys::kill(pid, sys::SIGKILL);
             let _ = process.bind(py).call_method1("join", (1.0,));
         }
-        for future in futures.drain(..) {
+        for task in futures.drain(..) {
             let error = BrokenProcessPool::new_err(format!(
                 "the process pool could not start its threads: {cause}"
             ));
             error.set_cause(py, Some(cause.clone_ref(py)));
-            fail_future(py, future.bind(py), error);
+            fail_future(py, task.future.bind(py), error);
         }
     }
 
@@ -533,6 +633,85 @@ impl Shared {
         })?;
         Ok(())
     }
+}
+
+/// The dispatcher's turn with the GIL: pickles the calls kept by reference among the
+/// tasks that the workers have room for, just before they are sent. The head of the
+/// queue is taken out under the lock, pickled attached without it, and put back at the
+/// front. A call that does not pickle fails its own future, as at `submit`.
+pub(crate) fn pickle_queued(shared: &Shared) {
+    let Ok(config) = shared.config() else {
+        return;
+    };
+    let mut head: Vec<Task> = {
+        let mut state = shared.state.lock();
+        let state = &mut *state;
+        if state.staging || state.broken.is_some() {
+            return;
+        }
+        let room: usize = state.links.iter().map(|link| link.credit()).sum();
+        let count = room.min(state.queue.len());
+        if !state
+            .queue
+            .iter()
+            .take(count)
+            .any(|task| matches!(task.payload, Payload::Call(_)))
+        {
+            return;
+        }
+        state.staging = true;
+        (0..count).filter_map(|_| state.pop_front()).collect()
+    };
+    Python::attach(|py| {
+        let mut failed = 0;
+        head.retain_mut(|task| {
+            let Payload::Call(call) = &task.payload else {
+                return true;
+            };
+            if task.future.get().state().is_done() {
+                return true; // Cancelled: dispatch acknowledges it.
+            }
+            let pickled = match call.bind(py).cast::<PyTuple>() {
+                Ok(call) => pickle_call(py, config, call),
+                Err(err) => Err(PyErr::from(err).into_value(py).into_any()),
+            };
+            match pickled {
+                Ok(entry) => {
+                    task.payload = Payload::Entry(Arc::new(entry));
+                    true
+                }
+                Err(error) => {
+                    let error = PyErr::from_value(error.into_bound(py));
+                    fail_future(py, task.future.bind(py), error);
+                    failed += 1;
+                    false
+                }
+            }
+        });
+        shared.outstanding.fetch_sub(failed, Ordering::AcqRel);
+        let leftover = {
+            let mut state = shared.state.lock();
+            state.staging = false;
+            if state.broken.is_some() || state.cancel_queued {
+                Some((state.broken.clone(), head))
+            } else {
+                state.push_front_all(head);
+                None
+            }
+        };
+        if let Some((broken, tasks)) = leftover {
+            shared.outstanding.fetch_sub(tasks.len(), Ordering::AcqRel);
+            match broken {
+                Some(message) => {
+                    for task in tasks {
+                        let error = BrokenProcessPool::new_err(message.clone());
+                        fail_future(py, task.future.bind(py), error);
+                    }
+                }
+                None => cancel_tasks(py, tasks),
+            }
+        }
+    });
 }
 
 /// Fails `future` with `error`; a cancelled future is acknowledged instead.
@@ -679,17 +858,21 @@ impl ProcessPoolCore {
         };
         let call = PyTuple::new(py, [r#fn, args.into_any(), kwargs])?;
         let future = new_future(py)?;
-        let entry = match pickle_call(py, config, &call) {
-            Ok(entry) => entry,
-            Err(error) => {
-                FutureCore::finish(&future, Outcome::Error(error))?;
-                return Ok(future);
+        let eager = shared.state.lock().queued_bytes < EAGER_BYTES;
+        let payload = if eager {
+            match pickle_call(py, config, &call) {
+                Ok(entry) => Payload::Entry(Arc::new(entry)),
+                Err(error) => {
+                    FutureCore::finish(&future, Outcome::Error(error))?;
+                    return Ok(future);
+                }
             }
+        } else {
+            Payload::Call(call.into_any().unbind())
         };
-        drop(call);
         let task = Task {
             future: future.clone().unbind(),
-            entry,
+            payload,
         };
         let admitted = {
             let mut state = shared.state.lock();
@@ -741,7 +924,8 @@ impl ProcessPoolCore {
             state.shutdown = true;
             state.closing = true;
             if cancel_futures {
-                state.queue.drain(..).collect()
+                state.cancel_queued = true;
+                state.drain_queue()
             } else {
                 Vec::new()
             }

@@ -10,6 +10,9 @@
 //!   unpickles with its remote traceback as `__cause__`); INIT_FAILED carries the
 //!   initializer's exception; BYE says the worker exits normally (after STOP or after
 //!   `max_tasks_per_child` tasks). `elapsed_us` is how long the task took in the worker.
+//!   RETURNED (empty) answers a task that the worker hands back unstarted: after a task
+//!   that ran long, a worker does not start the tasks queued behind it in its pipe, so
+//!   that they go to whichever worker frees up first, or can still be cancelled.
 
 use std::ops::Range;
 
@@ -21,6 +24,7 @@ pub(crate) const OK: u8 = 1;
 pub(crate) const ERR: u8 = 2;
 pub(crate) const INIT_FAILED: u8 = 3;
 pub(crate) const BYE: u8 = 4;
+pub(crate) const RETURNED: u8 = 5;
 pub(crate) const RESULT_HEADER: usize = 13;
 
 /// A TASK entry around `payload`, ready to be written.
@@ -64,7 +68,7 @@ pub(crate) fn parse_replies(
             return Ok(at);
         };
         let status = header[0];
-        if !matches!(status, OK | ERR | INIT_FAILED | BYE) {
+        if !matches!(status, OK | ERR | INIT_FAILED | BYE | RETURNED) {
             return Err(Garbled);
         }
         let elapsed_us = u32::from_le_bytes(header[1..5].try_into().map_err(|_| Garbled)?);

@@ -12,6 +12,7 @@ sys.path, so they import them from this file.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import importlib.util
 import itertools
 import os
 import random
@@ -473,3 +474,17 @@ def test_concurrent_submits_from_threads(executor):
     for t in threads:
         t.join(WAIT)
     assert sorted(results) == sorted(x * x for b in (0, 100, 200) for x in range(b, b + 10))
+
+
+# --- the example, against this cluster --------------------------------------------------------
+
+
+@pytest.mark.skipif(importlib.util.find_spec("PIL") is None, reason="Pillow is not installed")
+def test_example_on_a_running_scheduler(cluster, client, tmp_path):
+    import test_examples_anywhere as example
+
+    client.wait_for_workers(2, timeout=WAIT)
+    out, folder = example.run_example(
+        tmp_path, "--executor", "dask", "--scheduler", cluster.scheduler_address
+    )
+    example.check_output(out, folder, "DaskExecutor", "dask", r"[12] other processes")

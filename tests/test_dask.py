@@ -16,6 +16,7 @@ import importlib.util
 import itertools
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -488,3 +489,27 @@ def test_example_on_a_running_scheduler(cluster, client, tmp_path):
         tmp_path, "--executor", "dask", "--scheduler", cluster.scheduler_address
     )
     example.check_output(out, folder, "DaskExecutor", "dask", r"[12] other processes")
+
+
+# --- the benchmark rows ---------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(240)
+def test_bench_dask_rows(tmp_path):
+    """`python -m ferropool bench --only DASK` starts its own cluster and reports both
+    rows (their numbers are the benchmark's business, not the test's)."""
+    import json
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "ferropool", "bench", "--quick", "--only", "DASK", "--repeat", "1",
+         "--json", "out.json"],
+        capture_output=True, text=True, timeout=220, cwd=tmp_path, env=child_env(),
+    )
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    assert "Traceback" not in proc.stderr, proc.stderr
+    rows = {row["key"]: row for row in json.loads((tmp_path / "out.json").read_text())["rows"]}
+    assert sorted(rows) == ["DASK.cpu", "DASK.tiny"]
+    assert rows["DASK.tiny"]["target"] == ">= 20x" and rows["DASK.tiny"]["ratio"] > 0
+    assert rows["DASK.cpu"]["target"] == ">= 1.80x" and rows["DASK.cpu"]["ratio"] > 0
+    assert set(rows["DASK.cpu"]["samples"]) == {"sequential", "concurrent.futures", "ferropool"}
+    assert re.search(r"^DASK\.tiny +map\(square, range\(500\)\)", proc.stdout, re.M), proc.stdout

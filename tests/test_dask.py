@@ -513,3 +513,14 @@ def test_bench_dask_rows(tmp_path):
     assert rows["DASK.cpu"]["target"] == ">= 1.80x" and rows["DASK.cpu"]["ratio"] > 0
     assert set(rows["DASK.cpu"]["samples"]) == {"sequential", "concurrent.futures", "ferropool"}
     assert re.search(r"^DASK\.tiny +map\(square, range\(500\)\)", proc.stdout, re.M), proc.stdout
+
+
+def test_map_input_that_raises_submits_nothing(executor, client):
+    def numbers():
+        yield 1
+        yield 2
+        raise ZeroDivisionError("input")
+
+    with pytest.raises(ZeroDivisionError, match="input"):
+        executor.map(square, numbers())
+    assert eventually(lambda: scheduler_task_count(client) == 0)

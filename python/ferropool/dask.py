@@ -259,10 +259,10 @@ class DaskExecutor(_cf.Executor):
                 1/(2 x the cluster's threads) of the items, the last ones one
                 item each); with buffersize, chunks start at one item and grow
                 towards about 50 ms of measured work each.
-            buffersize: The number of submitted chunks (Dask tasks) whose results
-                have not yet been yielded: at most this many are in flight, and the
-                next one is taken from the iterables each time a chunk's results
-                have all been yielded. If None, all input elements are eagerly
+            buffersize: The number of chunks (Dask tasks) in flight: at most this
+                many are submitted and not yet collected; the next chunk is taken
+                from the iterables each time the oldest one's results are collected
+                (before they are yielded). If None, all input elements are eagerly
                 collected and submitted.
 
         Returns:
@@ -274,7 +274,10 @@ class DaskExecutor(_cf.Executor):
             TimeoutError: If the entire result iterator could not be generated
                 before the given timeout.
             Exception: If fn(*args) raises for any values: raised at that item,
-                after the items before it.
+                after the items before it. What fails a whole chunk (a
+                BaseException that is not an Exception, the task lost with its
+                worker: ``distributed.KilledWorker``) is raised at the first item of
+                the chunk that has not been yielded.
         """
         if chunksize is not None and chunksize < 1:
             raise ValueError("chunksize must be >= 1.")
@@ -293,21 +296,25 @@ class DaskExecutor(_cf.Executor):
             return executor._submit_task(f"{name}-{next(numbers)}", _run_chunk, (fn, chunk), options)
 
         zipped = zip(*iterables)
-        if buffersize is None:
-            items = list(zipped)
-            fs = collections.deque(
-                submit(self, chunk) for chunk in _chunks(items, chunksize, self._threads())
-            )
-            del items
-            sizer = None
-        else:
-            sizer = _Sizer(chunksize)
-            fs = collections.deque()
-            for _ in range(buffersize):
-                chunk = tuple(itertools.islice(zipped, sizer.size))
-                if not chunk:
-                    break
-                fs.append(submit(self, chunk))
+        fs = collections.deque()
+        try:
+            if buffersize is None:
+                sizer = None
+                items = list(zipped)
+                for chunk in _chunks(items, chunksize, self._threads() if items else 1):
+                    fs.append(submit(self, chunk))
+                del items
+            else:
+                sizer = _Sizer(chunksize)
+                for _ in range(buffersize):
+                    chunk = tuple(itertools.islice(zipped, sizer.size))
+                    if not chunk:
+                        break
+                    fs.append(submit(self, chunk))
+        except BaseException:
+            for future in fs:  # shut down meanwhile, or the input raised
+                future.cancel()
+            raise
         executor_ref = weakref.ref(self)
 
         # A closure, so that everything is submitted before the first result is asked for.

@@ -12,6 +12,7 @@ sys.path, so they import them from this file.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import copyreg
 import importlib.util
 import itertools
 import os
@@ -29,6 +30,20 @@ import pytest
 distributed = pytest.importorskip(
     "distributed", reason="needs dask.distributed (on CPython >= 3.10: pip install distributed)"
 )
+
+
+def _undo_tblib_pickling():
+    """Importing distributed (and a task's error passing through its scheduler) registers
+    tblib's reducer for exception classes in `copyreg.dispatch_table`, process-wide,
+    which changes how exceptions pickle in the rest of the suite (with tblib 3.2.2, a
+    SystemExit sent back by a process pool loses its code). The Dask tests do not need
+    it in this process (tracebacks from the workers unpickle without it): removed."""
+    for cls, reducer in list(copyreg.dispatch_table.items()):
+        if getattr(reducer, "__module__", "").startswith("tblib"):
+            del copyreg.dispatch_table[cls]
+
+
+_undo_tblib_pickling()
 
 import ferropool  # noqa: E402
 from ferropool.dask import DaskExecutor  # noqa: E402
@@ -84,6 +99,12 @@ def die_on(x, bad):
 
 
 # --- the cluster ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _no_tblib_pickling_after_this_module():
+    yield
+    _undo_tblib_pickling()
 
 
 @pytest.fixture(scope="module")

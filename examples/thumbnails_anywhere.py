@@ -109,7 +109,8 @@ def main():
 
             args.scheduler = stack.enter_context(
                 LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
-                             host="127.0.0.1", dashboard_address=None)
+                             host="127.0.0.1", dashboard_address=None,
+                             scheduler_kwargs={"dashboard_address": "127.0.0.1:0"})
             )
         folder = Path(args.folder or stack.enter_context(tempfile.TemporaryDirectory()))
         folder.mkdir(parents=True, exist_ok=True)

@@ -115,9 +115,15 @@ def cluster():
         processes=True,
         host="127.0.0.1",
         dashboard_address=None,
-        # A task is tried on at most 2 workers that die under it (Dask's default is 4),
-        # to keep the killed-worker tests short.
-        scheduler_kwargs={"allowed_failures": 1},
+        scheduler_kwargs={
+            # A task is tried on at most 2 workers that die under it (Dask's default is
+            # 4), to keep the killed-worker tests short.
+            "allowed_failures": 1,
+            # Without a dashboard the scheduler still serves /health and /metrics, on
+            # port 8787 unless told otherwise; another cluster on this machine (another
+            # test run, a benchmark) may hold that port.
+            "dashboard_address": "127.0.0.1:0",
+        },
     )
     try:
         yield cluster
@@ -470,10 +476,11 @@ def test_worker_killed_in_the_middle_of_a_map(executor, client):
 
 
 def test_item_that_kills_its_worker_fails_with_killed_worker(executor, client):
-    """After allowed_failures (here 1) dead workers, Dask gives up on the chunk: its
+    """After allowed_failures + 1 (here 2) dead workers, Dask gives up on the chunk: its
     KilledWorker is raised at the first item of that chunk not yet yielded; the chunks
-    before it are yielded."""
-    iterator = executor.map(die_on, range(8), [5] * 8, chunksize=2)
+    before it are yielded. (buffersize=1: one chunk on the cluster at a time, as Dask
+    counts every task that was on a dying worker, queued ones too, against its limit.)"""
+    iterator = executor.map(die_on, range(8), [5] * 8, chunksize=2, buffersize=1)
     got = []
     with pytest.raises(distributed.KilledWorker):
         for value in iterator:
@@ -545,3 +552,13 @@ def test_map_input_that_raises_submits_nothing(executor, client):
     with pytest.raises(ZeroDivisionError, match="input"):
         executor.map(square, numbers())
     assert eventually(lambda: scheduler_task_count(client) == 0)
+
+
+def test_done_callbacks_may_wait_for_other_tasks(executor):
+    """Done callbacks run on a thread of ferropool's, not on the Client's event loop: one
+    that blocks on another task's result does not stall the tasks it waits for."""
+    got = []
+    first = executor.submit(square, 2)
+    first.add_done_callback(lambda f: got.append(executor.submit(square, 3).result(timeout=WAIT)))
+    assert first.result(timeout=WAIT) == 4
+    assert eventually(lambda: got == [9], timeout=WAIT)

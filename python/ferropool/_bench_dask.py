@@ -49,6 +49,8 @@ def _executors():
         processes=True,
         host="127.0.0.1",
         dashboard_address=None,
+        # Its /health and /metrics server: on any free port, not on 8787.
+        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
     ) as cluster, distributed.Client(cluster, set_as_default=False) as client:
         client.wait_for_workers(WORKERS, timeout=120)
         ours = DaskExecutor(client)

@@ -25,12 +25,11 @@ never imports it. Workers need ferropool installed only for `map` (its chunks ru
 - `shutdown(wait, cancel_futures)` as the stdlib's, over the Dask tasks; an executor
   built from an address (not from a Client) closes its Client.
 
-A worker that dies while it runs a task (killed, out of memory) is Dask's business:
-the scheduler runs the task again on another worker, up to
-``distributed.scheduler.allowed-failures`` times (3 by default); after that the task's
-future fails with ``distributed.KilledWorker``. In a `map`, that is raised at the first
-item of the chunk that has not been yielded yet. So a function that a worker dies in
-may run more than once.
+A worker that dies (killed, out of memory) is Dask's business: the scheduler runs the
+tasks that were on it (running or queued there) again on other workers; a task that was
+on ``distributed.scheduler.allowed-failures`` + 1 workers when they died (4 by default)
+fails with ``distributed.KilledWorker``. In a `map`, that is raised at the first item of
+the chunk that has not been yielded yet. So a call may run more than once.
 """
 
 from __future__ import annotations
@@ -59,6 +58,7 @@ except ImportError as _error:
     ) from _error
 
 from ._future import Future, _result_or_cancel
+from ._thread import ThreadPoolExecutor
 from ._future import wait as _wait
 
 __all__ = ["DaskExecutor"]
@@ -118,14 +118,19 @@ class _Raise:
 
 
 async def _relay(dask_future, future, lock):
-    """On the client's event loop: waits for the Dask future, then completes `future`
-    with its outcome (as distributed's own ClientExecutor does). `lock` orders this
-    against the acknowledgement of a cancel() from another thread."""
+    """On the client's event loop: waits for the Dask future (as distributed's own
+    ClientExecutor does), then hands its outcome to the completer thread."""
     try:
         outcome = await dask_future._result(raiseit=False)
         status = dask_future.status
     except BaseException as exc:  # noqa: BLE001 - e.g. the client closed under us
         outcome, status = exc, "raised"
+    _hand_over((future, lock, status, outcome))
+
+
+def _complete(future, lock, status, outcome):
+    """Completes `future` with a Dask task's outcome. `lock` orders this against the
+    acknowledgement of a cancel() from another thread (see `on_done`)."""
     if status == "cancelled":
         future.cancel()  # a no-op if it is cancelled already
         return
@@ -139,6 +144,27 @@ async def _relay(dask_future, future, lock):
     else:
         _, exc, tb = outcome
         future.set_exception(exc.with_traceback(tb))
+
+
+# Futures are completed on threads of ours, not on the Client's event loop: their done
+# callbacks (the caller's code) may block, or wait for other tasks, which on the event
+# loop would stall every Dask future of the process. A thread pool, not one thread: a
+# completion that finds every completer blocked in a callback starts another, so a
+# callback may wait for a future that the next completion completes.
+_completers = None
+_completers_lock = threading.Lock()
+
+
+def _hand_over(item):
+    global _completers
+    if _completers is None:
+        with _completers_lock:
+            if _completers is None:
+                _completers = ThreadPoolExecutor(64, thread_name_prefix="ferropool-dask")
+    try:
+        _completers.submit(_complete, *item)
+    except RuntimeError:  # the interpreter is exiting: no new work for the pool
+        _complete(*item)
 
 
 async def _cancel(client, dask_futures):

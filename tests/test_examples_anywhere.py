@@ -33,7 +33,9 @@ def run_example(tmp_path, *args, timeout=150):
         env=child_env(),
         cwd=tmp_path,
     )
-    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    assert proc.returncode == 0, (
+        f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    )
     assert "Traceback" not in proc.stderr, proc.stderr
     return proc.stdout, folder
 

@@ -319,7 +319,8 @@ class DaskExecutor(_cf.Executor):
         options = self._options
 
         def submit(executor, chunk):
-            return executor._submit_task(f"{name}-{next(numbers)}", _run_chunk, (fn, chunk), options)
+            key = f"{name}-{next(numbers)}"
+            return executor._submit_task(key, _run_chunk, (fn, chunk), options)
 
         zipped = zip(*iterables)
         fs = collections.deque()

@@ -188,4 +188,18 @@ def test_workloads_are_the_spec_items_in_order():
 
     ids = [pid for pid, _ in _bench._providers()]
     has_process_rows = importlib.util.find_spec("ferropool._bench_process") is not None
-    assert ids == ["P1", "P2", "P3", "P4", "P5", "P6", "P7"] + (["P8"] if has_process_rows else [])
+    assert ids == ["P1", "P2", "P3", "P4", "P5", "P6", "P7"] + (
+        ["P8"] if has_process_rows else []
+    ) + ["DASK"]
+
+
+@pytest.mark.timeout(60)
+def test_dask_rows_are_skipped_with_a_message_without_distributed(tmp_path):
+    proc = run_bench(
+        "--only", "DASK", cwd=tmp_path, prelude="import sys; sys.modules['distributed'] = None"
+    )
+    out = ok(proc)
+    assert 'DASK: skipped: distributed is not installed (pip install "ferropool[dask]")' in (
+        proc.stderr
+    )
+    assert "(no rows)" in out and "targets met: 0 of 0" in out

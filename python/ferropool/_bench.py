@@ -150,7 +150,7 @@ def _fmt_n(n: int) -> str:
 # A module in the list that is missing is skipped (a build without the process pool has
 # no P8 rows); one that is there but fails to import is an error, not a silent skip.
 
-_PROVIDER_MODULES = ("_bench_threads", "_bench_memory", "_bench_process")
+_PROVIDER_MODULES = ("_bench_threads", "_bench_memory", "_bench_process", "_bench_dask")
 
 
 def _providers() -> list:
